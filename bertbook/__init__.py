@@ -1,0 +1,13 @@
+"""bertbook: the package behind the course notebooks.
+
+Modules are concepts, each readable top to bottom: ``config`` (presets), ``paths``, ``data``,
+``tokenizer``, ``attention``, ``model``, ``hf`` (interop with transformers), ``masking``, ``corpus``
+(pretraining data), ``train`` (pretraining loop and checkpoints), ``finetune``, ``viz``, ``widgets``,
+``exercises``, ``course`` (notebook start-up and the headless course runner) and ``cli``.
+Heavy modules (torch) are imported only when used, so ``python -m bertbook data`` starts fast.
+"""
+
+from .config import ConfigError, ModelConfig, Preset, get_preset
+
+__version__ = "0.1.0"
+__all__ = ["ConfigError", "ModelConfig", "Preset", "get_preset", "__version__"]

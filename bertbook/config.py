@@ -1,0 +1,350 @@
+"""Configuration: one frozen object per concern, presets as plain data.
+
+Taught in notebook 00 (presets) and 03 (the model config). Field names follow
+`transformers.BertConfig` so that a config converts to and from Hugging Face without a mapping table.
+
+A preset is three sizes of the *same* course: ``ci`` (every notebook in a minute or two on 2 CPU cores),
+``laptop`` (real results on a CPU in about an hour) and ``gpu`` (BERT-base on the large corpus). Nothing
+branches on a preset's name; presets differ only in the numbers below.
+
+Choose one with the environment variable ``BERTBOOK_PRESET`` (default ``laptop``) and override any field
+with ``BERTBOOK_SET="model.num_hidden_layers=4,pretrain.max_steps=200"`` or
+``get_preset("ci", **{"model.hidden_size": 128})``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "PretrainConfig",
+    "FinetuneConfig",
+    "DataConfig",
+    "Preset",
+    "PRESETS",
+    "get_preset",
+    "preset_name",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says what to change."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Size and shape of a BERT encoder (names as in `transformers.BertConfig`)."""
+
+    vocab_size: int = 30522  # rows of the token-embedding table (= tokenizer vocabulary size)
+    hidden_size: int = 768  # d_model: width of every token vector in the residual stream
+    num_hidden_layers: int = 12  # L: number of stacked encoder layers
+    num_attention_heads: int = 12  # h: heads per attention layer; d_k = hidden_size / h
+    intermediate_size: int = 3072  # width of the feed-forward layer (4 x hidden_size in BERT)
+    hidden_act: str = "gelu"  # feed-forward activation (exact erf GELU, as in BERT)
+    hidden_dropout_prob: float = 0.1  # dropout on embeddings and on each sub-layer output
+    attention_probs_dropout_prob: float = 0.1  # dropout on the attention weights
+    max_position_embeddings: int = 512  # longest sequence the learned position table covers
+    type_vocab_size: int = 2  # segment ids: 0 for sentence A, 1 for sentence B
+    layer_norm_eps: float = 1e-12  # epsilon inside every LayerNorm
+    initializer_range: float = 0.02  # std of the normal init for weights
+    pad_token_id: int = 0  # id of [PAD]; its embedding row gets no gradient
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0,
+                   f"model.{name} must be a positive integer, got {value!r}.")
+        _check(self.hidden_size % self.num_attention_heads == 0,
+               f"model.hidden_size={self.hidden_size} is not divisible by "
+               f"model.num_attention_heads={self.num_attention_heads}: every head gets "
+               f"hidden_size / num_attention_heads dimensions. Choose a head count that divides "
+               f"{self.hidden_size} (for example {_divisors_hint(self.hidden_size)}).")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"model.{name} must be in [0, 1), got {value!r}.")
+        _check(self.hidden_act in ("gelu", "gelu_new", "relu"),
+               f"model.hidden_act must be 'gelu', 'gelu_new' or 'relu', got {self.hidden_act!r}.")
+        _check(0 <= self.pad_token_id < self.vocab_size,
+               f"model.pad_token_id={self.pad_token_id} is outside the vocabulary (size {self.vocab_size}).")
+
+    @property
+    def head_dim(self) -> int:
+        """d_k: the width of one head's queries and keys (hidden_size / num_attention_heads)."""
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _divisors_hint(n: int) -> str:
+    ds = [d for d in range(1, min(n, 64) + 1) if n % d == 0 and d > 1]
+    return ", ".join(str(d) for d in ds[-4:]) or "1"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Masked-language-model pretraining (notebook 05, `bertbook.train`)."""
+
+    seq_len: int = 128  # tokens per packed training sequence, [CLS] and [SEP] included
+    batch_size: int = 32  # sequences per optimizer step (per process), before accumulation
+    grad_accum_steps: int = 1  # micro-batches summed before each optimizer step
+    max_steps: int = 1000  # optimizer steps (ignored when time_budget_s is set)
+    time_budget_s: float = 0.0  # > 0: train for this many seconds; the LR schedule follows the clock
+    learning_rate: float = 5e-4  # peak learning rate after warmup
+    weight_decay: float = 0.01  # AdamW decay; never applied to biases and LayerNorm weights
+    adam_betas: tuple[float, float] = (0.9, 0.98)  # AdamW (beta1, beta2)
+    warmup_frac: float = 0.06  # fraction of the run spent warming up linearly from 0
+    schedule: str = "linear"  # decay after warmup: 'linear', 'cosine' or 'constant'
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this (0 disables)
+    mask_prob: float = 0.15  # fraction of tokens chosen for prediction (BERT: 15%)
+    whole_word_mask: bool = False  # choose whole words instead of single word pieces
+    sentence_objective: str = "none"  # 'none', 'nsp', 'sop' or 'msc' (see notebook 04)
+    precision: str = "auto"  # 'auto' (bf16 on a supporting GPU, else fp32), 'bf16' or 'fp32'
+    compile: bool = False  # torch.compile the model (worth it on a GPU)
+    eval_every: int = 100  # steps between evaluations
+    eval_batches: int = 10  # batches of held-out text per evaluation
+    checkpoint_every: int = 500  # steps between checkpoints
+    seed: int = 0  # seeds the model init, the data order and the masks
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "grad_accum_steps", "max_steps", "eval_every",
+                     "eval_batches", "checkpoint_every"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0,
+                   f"pretrain.{name} must be a positive integer, got {value!r}.")
+        _check(self.seq_len >= 8, f"pretrain.seq_len must be at least 8, got {self.seq_len}.")
+        _check(self.learning_rate > 0, f"pretrain.learning_rate must be > 0, got {self.learning_rate}.")
+        _check(0.0 < self.mask_prob < 1.0,
+               f"pretrain.mask_prob must be between 0 and 1 (BERT uses 0.15), got {self.mask_prob}.")
+        _check(0.0 <= self.warmup_frac < 1.0,
+               f"pretrain.warmup_frac must be in [0, 1), got {self.warmup_frac}.")
+        _check(self.schedule in ("linear", "cosine", "constant"),
+               f"pretrain.schedule must be 'linear', 'cosine' or 'constant', got {self.schedule!r}.")
+        _check(self.sentence_objective in ("none", "nsp", "sop", "msc"),
+               f"pretrain.sentence_objective must be 'none', 'nsp', 'sop' or 'msc', "
+               f"got {self.sentence_objective!r}.")
+        _check(self.precision in ("auto", "bf16", "fp32"),
+               f"pretrain.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}.")
+        _check(self.time_budget_s >= 0, f"pretrain.time_budget_s must be >= 0, got {self.time_budget_s}.")
+        _check(self.max_grad_norm >= 0, f"pretrain.max_grad_norm must be >= 0, got {self.max_grad_norm}.")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Sequence-classification fine-tuning (notebook 06, `bertbook.finetune`)."""
+
+    max_length: int = 256  # tokens per example after truncation, [CLS] and [SEP] included
+    truncation: str = "head"  # 'head' (first tokens) or 'head+tail' (first 1/4 and last 3/4 of the budget)
+    batch_size: int = 16  # examples per optimizer step
+    epochs: int = 2  # passes over the training examples
+    learning_rate: float = 5e-5  # peak learning rate: small, so the pretrained weights are not wrecked
+    weight_decay: float = 0.01  # AdamW decay; never on biases and LayerNorm weights
+    warmup_frac: float = 0.1  # fraction of the steps spent warming up
+    max_grad_norm: float = 1.0  # gradient clipping
+    classifier_dropout: float = 0.1  # dropout on the pooled [CLS] vector
+    train_examples: int = 4000  # labelled training examples used (0 = all)
+    val_examples: int = 1000  # validation examples carved from train with a fixed seed
+    test_examples: int = 4000  # test examples evaluated (0 = all)
+    minilm_max_length: int = 128  # MiniLM is ~15x slower per token; its runs use this length
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "batch_size", "epochs", "val_examples", "minilm_max_length"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0,
+                   f"finetune.{name} must be a positive integer, got {value!r}.")
+        for name in ("train_examples", "test_examples"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 0,
+                   f"finetune.{name} must be a non-negative integer (0 = all), got {value!r}.")
+        _check(self.truncation in ("head", "head+tail"),
+               f"finetune.truncation must be 'head' or 'head+tail', got {self.truncation!r}.")
+        _check(self.learning_rate > 0, f"finetune.learning_rate must be > 0, got {self.learning_rate}.")
+        _check(0.0 <= self.classifier_dropout < 1.0,
+               f"finetune.classifier_dropout must be in [0, 1), got {self.classifier_dropout}.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which slice of which dataset a preset uses."""
+
+    corpus: str = "gutenberg-small"  # pretraining corpus: 'gutenberg-small' or 'gutenberg-large'
+    corpus_max_chars: int = 0  # use only the first N characters of the training text (0 = all)
+    large_shards: int = 10  # shards of gutenberg-large to use (1..10)
+    tokenizer_train_chars: int = 0  # characters used to train the WordPiece tokenizer (0 = all)
+    eval_max_chars: int = 200_000  # characters of held-out text for MLM evaluation
+    min_frequency: int = 2  # WordPiece: a piece must occur this often to enter the vocabulary
+
+    def __post_init__(self) -> None:
+        _check(self.corpus in ("gutenberg-small", "gutenberg-large"),
+               f"data.corpus must be 'gutenberg-small' or 'gutenberg-large', got {self.corpus!r}.")
+        for name in ("corpus_max_chars", "tokenizer_train_chars", "eval_max_chars"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 0,
+                   f"data.{name} must be a non-negative integer (0 = all), got {value!r}.")
+        _check(isinstance(self.large_shards, int) and 1 <= self.large_shards <= 10,
+               f"data.large_shards must be between 1 and 10, got {self.large_shards!r}.")
+        _check(isinstance(self.min_frequency, int) and self.min_frequency >= 1,
+               f"data.min_frequency must be >= 1, got {self.min_frequency!r}.")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A complete course configuration: model, pretraining, fine-tuning and data slice."""
+
+    name: str
+    description: str
+    model: ModelConfig
+    pretrain: PretrainConfig
+    finetune: FinetuneConfig
+    data: DataConfig
+
+    def __post_init__(self) -> None:
+        _check(self.pretrain.seq_len <= self.model.max_position_embeddings,
+               f"pretrain.seq_len={self.pretrain.seq_len} is longer than "
+               f"model.max_position_embeddings={self.model.max_position_embeddings}: raise the position "
+               f"table or shorten the sequences.")
+        _check(self.finetune.max_length <= self.model.max_position_embeddings,
+               f"finetune.max_length={self.finetune.max_length} is longer than "
+               f"model.max_position_embeddings={self.model.max_position_embeddings}.")
+
+    def override(self, **changes: Any) -> "Preset":
+        """A copy with dotted fields changed: ``p.override(**{"model.hidden_size": 256})``."""
+        groups: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            group, _, name = key.partition(".")
+            sub = getattr(self, group, None)
+            if not name or not dataclasses.is_dataclass(sub):
+                raise ConfigError(f"Unknown setting {key!r}: use 'group.field' with group one of "
+                                  f"model, pretrain, finetune, data (e.g. 'model.hidden_size').")
+            known = {f.name: f for f in fields(sub)}
+            if name not in known:
+                raise ConfigError(f"Unknown setting {key!r}. Fields of {group}: {', '.join(known)}.")
+            groups.setdefault(group, {})[name] = _coerce(value, getattr(sub, name), key)
+        new = {g: replace(getattr(self, g), **kv) for g, kv in groups.items()}
+        return replace(self, **new)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        m, p, f, d = self.model, self.pretrain, self.finetune, self.data
+        budget = f"{p.time_budget_s:g} s" if p.time_budget_s else f"{p.max_steps} steps"
+        return (f"preset {self.name!r}: {self.description}\n"
+                f"  model    L={m.num_hidden_layers} H={m.hidden_size} A={m.num_attention_heads} "
+                f"FFN={m.intermediate_size} vocab={m.vocab_size}\n"
+                f"  pretrain {d.corpus}, seq {p.seq_len}, batch {p.batch_size}x{p.grad_accum_steps}, "
+                f"{budget}, lr {p.learning_rate:g}\n"
+                f"  finetune {f.train_examples or 'all'} examples, length {f.max_length}, "
+                f"{f.epochs} epochs, lr {f.learning_rate:g}")
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Turn a string from the environment into the type of the field it replaces."""
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    try:
+        if isinstance(current, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, tuple):
+            return tuple(json.loads(value))
+    except ValueError:
+        raise ConfigError(f"Setting {key}={value!r}: expected a value like {current!r}.") from None
+    return value
+
+
+PRESETS: dict[str, Preset] = {
+    "ci": Preset(
+        name="ci",
+        description="tiny, for tests: every notebook in a minute or two on 2 CPU cores",
+        model=ModelConfig(vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=128, max_position_embeddings=128),
+        pretrain=PretrainConfig(seq_len=64, batch_size=8, max_steps=30, learning_rate=1e-3,
+                                eval_every=15, eval_batches=2, checkpoint_every=15),
+        finetune=FinetuneConfig(max_length=64, batch_size=16, epochs=1, learning_rate=1e-3,
+                                train_examples=160, val_examples=64, test_examples=128,
+                                minilm_max_length=32),
+        data=DataConfig(corpus="gutenberg-small", corpus_max_chars=300_000, tokenizer_train_chars=300_000,
+                        eval_max_chars=20_000),
+    ),
+    "laptop": Preset(
+        name="laptop",
+        description="a real CPU course: the whole course in about an hour on 2 cores",
+        model=ModelConfig(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                          intermediate_size=1024, max_position_embeddings=256),
+        pretrain=PretrainConfig(seq_len=128, batch_size=32, max_steps=1500, learning_rate=1e-3,
+                                eval_every=100, eval_batches=10, checkpoint_every=250),
+        finetune=FinetuneConfig(max_length=256, batch_size=16, epochs=2, learning_rate=1e-4,
+                                train_examples=4000, val_examples=1000, test_examples=4000,
+                                minilm_max_length=128),
+        data=DataConfig(corpus="gutenberg-small"),
+    ),
+    "gpu": Preset(
+        name="gpu",
+        description="BERT-base on the 250 M-character corpus with bf16: about one GPU-hour",
+        model=ModelConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                          intermediate_size=3072, max_position_embeddings=512),
+        pretrain=PretrainConfig(seq_len=128, batch_size=256, max_steps=20000, learning_rate=7e-4,
+                                warmup_frac=0.06, precision="auto", compile=True, eval_every=1000,
+                                eval_batches=20, checkpoint_every=2000),
+        finetune=FinetuneConfig(max_length=512, truncation="head+tail", batch_size=32, epochs=3,
+                                learning_rate=3e-5, train_examples=0, val_examples=2500, test_examples=0,
+                                minilm_max_length=256),
+        data=DataConfig(corpus="gutenberg-large", tokenizer_train_chars=50_000_000,
+                        eval_max_chars=1_000_000),
+    ),
+}
+
+
+def preset_name() -> str:
+    """The preset chosen by ``BERTBOOK_PRESET`` (default ``laptop``)."""
+    return os.environ.get("BERTBOOK_PRESET", "laptop").strip() or "laptop"
+
+
+def _env_overrides() -> dict[str, str]:
+    raw = os.environ.get("BERTBOOK_SET", "").strip()
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"BERTBOOK_SET item {item!r} needs the form group.field=value, "
+                              f"e.g. BERTBOOK_SET='pretrain.max_steps=200'.")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def get_preset(name: str | None = None, **overrides: Any) -> Preset:
+    """Return a preset by name (default: ``BERTBOOK_PRESET``), with ``BERTBOOK_SET`` and keyword
+    overrides applied (keywords win). Taught in notebook 00."""
+    name = name or preset_name()
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}. Choose one of: {', '.join(PRESETS)} "
+                          f"(set BERTBOOK_PRESET).")
+    preset = PRESETS[name]
+    changes: dict[str, Any] = {**_env_overrides(), **overrides}
+    return preset.override(**changes) if changes else preset

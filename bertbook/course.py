@@ -1,0 +1,149 @@
+"""Notebook start-up and the headless course runner.
+
+Every notebook begins with ``P = start()``: it picks the preset from ``BERTBOOK_PRESET``, prints it with
+the versions and the device, seeds every random generator and sets the plot style. Taught in notebook 00.
+
+``python -m bertbook course --preset laptop --out build/course-laptop`` executes every notebook in order
+on a preset and writes the executed copies and a summary (``make course``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+from .config import PRESETS, Preset, get_preset
+from .paths import artifacts_dir, project_root
+
+__all__ = ["start", "set_seed", "device", "machine", "notebooks", "run_course"]
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device() -> "torch.device":  # noqa: F821
+    """The fastest device here: CUDA if present, else CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def machine() -> str:
+    """A one-line description of this machine, for result tables."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    cores = os.cpu_count() or 1
+    return f"{platform.machine()} CPU, {cores} cores ({platform.system()})"
+
+
+def start(seed: int = 0, verbose: bool = True) -> Preset:
+    """The first cell of every notebook: choose the preset, print it, seed everything, style plots."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from . import __version__
+
+    preset = get_preset()
+    set_seed(seed)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    plt.rcParams.update({"figure.dpi": 100, "figure.figsize": (6.4, 3.6), "axes.grid": True,
+                         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+    if verbose:
+        print(f"bertbook {__version__} | torch {torch.__version__} | {machine()} | device {device()}")
+        print(preset.summary())
+        print(f"artifacts: {artifacts_dir(preset.name)}")
+    return preset
+
+
+def notebooks(root: Path | None = None) -> list[Path]:
+    """The course notebooks in order (``notebooks/NN_*.ipynb``)."""
+    folder = (root or project_root()) / "notebooks"
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_course(preset: str, out: Path | None, only: list[str] | None = None, in_place: bool = False,
+               timeout: int = 3600) -> list[dict]:
+    """Execute the notebooks on ``preset`` (each in a fresh kernel); return one record per notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    os.environ["BERTBOOK_PRESET"] = preset
+    records = []
+    for path in notebooks():
+        if only and not any(path.name.startswith(o) for o in only):
+            continue
+        nb = nbformat.read(path, as_version=4)
+        t0 = time.time()
+        status, error = "ok", ""
+        print(f"[{preset}] {path.name} ...", flush=True)
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+        except CellExecutionError as exc:  # keep going: the summary says which notebook failed
+            status, error = "error", str(exc).strip().splitlines()[-1][:300]
+        seconds = time.time() - t0
+        target = path if in_place else (out / path.name if out else None)
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, target)
+        records.append({"notebook": path.name, "status": status, "seconds": round(seconds, 1),
+                        "error": error})
+        print(f"    {status} in {seconds:.0f} s {error}", flush=True)
+    return records
+
+
+def cli_course(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bertbook course",
+                                     description="Execute every notebook headless on a preset.")
+    parser.add_argument("--preset", default=os.environ.get("BERTBOOK_PRESET", "laptop"), choices=list(PRESETS))
+    parser.add_argument("--out", type=Path, help="folder for the executed copies and summary")
+    parser.add_argument("--in-place", action="store_true", help="write outputs back into notebooks/")
+    parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. --only 01 02")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+    if not args.in_place and args.out is None:
+        args.out = project_root() / "build" / f"course-{args.preset}"
+    t0 = time.time()
+    records = run_course(args.preset, None if args.in_place else args.out, args.only, args.in_place,
+                         args.timeout)
+    total = time.time() - t0
+    summary = {"preset": args.preset, "machine": machine(), "python": sys.version.split()[0],
+               "total_seconds": round(total, 1), "notebooks": records}
+    lines = [f"# bertbook course run: preset {args.preset}", "",
+             f"machine: {summary['machine']}; total {total / 60:.1f} min", "",
+             "| notebook | status | minutes |", "|---|---|---|"]
+    lines += [f"| {r['notebook']} | {r['status']} | {r['seconds'] / 60:.1f} |" for r in records]
+    text = "\n".join(lines) + "\n"
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (args.out / "summary.md").write_text(text)
+        print(f"executed notebooks and summary in {args.out}")
+    print(text)
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def cli_presets(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bertbook presets")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    for name in PRESETS:
+        p = get_preset(name)
+        print(json.dumps(p.to_dict(), indent=2) if args.json else p.summary() + "\n")
+    return 0
