@@ -84,6 +84,18 @@ class ModelConfig:
         """d_k: the width of one head's queries and keys (hidden_size / num_attention_heads)."""
         return self.hidden_size // self.num_attention_heads
 
+    def num_parameters(self, pooler: bool = True) -> int:
+        """Parameters of the encoder, counted from the shapes alone (notebooks 00 and 03).
+
+        BERT-base (L=12, H=768, A=12) gives 109,482,240: the "110M" of Devlin et al. (2019).
+        """
+        H, I = self.hidden_size, self.intermediate_size
+        embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
+        attention = 4 * (H * H + H) + 2 * H  # W_Q, W_K, W_V, W_O with biases; LayerNorm
+        feed_forward = (H * I + I) + (I * H + H) + 2 * H  # two linear layers; LayerNorm
+        pooler_params = H * H + H if pooler else 0
+        return embeddings + self.num_hidden_layers * (attention + feed_forward) + pooler_params
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -77,15 +77,17 @@ def notebooks(root: Path | None = None) -> list[Path]:
 
 
 def run_course(preset: str, out: Path | None, only: list[str] | None = None, in_place: bool = False,
-               timeout: int = 3600) -> list[dict]:
-    """Execute the notebooks on ``preset`` (each in a fresh kernel); return one record per notebook."""
+               timeout: int = 3600, paths: list[Path] | None = None) -> list[dict]:
+    """Execute the notebooks on ``preset`` (each in a fresh kernel); return one record per notebook.
+
+    A failing notebook is recorded (with its last error line) and the run goes on to the next one."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     os.environ["BERTBOOK_PRESET"] = preset
     records = []
-    for path in notebooks():
+    for path in paths if paths is not None else notebooks():
         if only and not any(path.name.startswith(o) for o in only):
             continue
         nb = nbformat.read(path, as_version=4)
