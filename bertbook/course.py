@@ -21,7 +21,8 @@ from pathlib import Path
 from .config import PRESETS, Preset, get_preset
 from .paths import artifacts_dir, project_root
 
-__all__ = ["start", "set_seed", "device", "machine", "notebooks", "run_course"]
+__all__ = ["start", "set_seed", "device", "machine", "environment_report", "size_report", "notebooks",
+           "run_course"]
 
 
 def set_seed(seed: int = 0) -> None:
@@ -68,6 +69,82 @@ def start(seed: int = 0, verbose: bool = True) -> Preset:
         print(preset.summary())
         print(f"artifacts: {artifacts_dir(preset.name)}")
     return preset
+
+
+def environment_report() -> list[dict]:
+    """Installed versions of bertbook's dependencies against what ``pyproject.toml`` asks (notebook 00)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    rows, seen = [], set()
+    for spec in metadata.requires("bertbook") or []:
+        req = Requirement(spec)
+        if req.name in seen:
+            continue
+        seen.add(req.name)
+        if req.marker is not None and not req.marker.evaluate({"extra": "lab"}) \
+                and not req.marker.evaluate({"extra": "test"}):
+            continue
+        try:
+            version = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            version = None
+        ok = version is not None and req.specifier.contains(version.split("+")[0], prereleases=True)
+        rows.append({"package": req.name, "installed": version or "missing",
+                     "required": str(req.specifier) or "any", "ok": ok})
+    return rows
+
+
+def size_report(model: "ModelConfig", tokens: float = 0.0) -> str:  # noqa: F821
+    """Parameters of a model config and the training compute for ``tokens`` tokens (notebook 00).
+
+    Training costs about 6 x parameters x tokens floating-point operations: 2 for the forward pass and 4 for
+    the backward pass per parameter and token (Kaplan et al. 2020, "Scaling Laws for Neural Language Models").
+    """
+    n = model.num_parameters()
+    text = (f"L={model.num_hidden_layers} H={model.hidden_size} A={model.num_attention_heads} "
+            f"(d_k={model.head_dim}) FFN={model.intermediate_size} vocab={model.vocab_size}: "
+            f"{n:,} parameters ({n / 1e6:.1f} M)")
+    if tokens:
+        text += f"; {tokens:,.0f} training tokens = {6 * n * tokens:.2e} FLOPs"
+    return text
+
+
+def size_text(layers: int, hidden: int, heads: int, ffn_ratio: int = 4, vocab: int = 30522,
+              million_tokens: float = 100.0) -> str:
+    """What the size panel shows: the parameter count and compute, or the config error (notebook 00)."""
+    from .config import ConfigError, ModelConfig
+
+    try:
+        model = ModelConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=ffn_ratio * hidden)
+    except ConfigError as err:
+        return f"not a valid model: {err}"
+    return size_report(model, million_tokens * 1e6)
+
+
+def size_panel():
+    """Sliders for an encoder's shape that show :func:`size_text` live (notebook 00)."""
+    import ipywidgets as w
+
+    controls = {
+        "layers": w.IntSlider(12, min=1, max=48, description="layers L"),
+        "hidden": w.IntSlider(768, min=64, max=2048, step=64, description="width H"),
+        "heads": w.IntSlider(12, min=1, max=32, description="heads A"),
+        "ffn_ratio": w.IntSlider(4, min=1, max=8, description="FFN / H"),
+        "vocab": w.IntSlider(30522, min=1000, max=120000, step=1000, description="vocab"),
+        "million_tokens": w.FloatLogSlider(100, base=10, min=0, max=5, description="M tokens"),
+    }
+    out = w.HTML()
+
+    def update(_=None):
+        out.value = f"<pre>{size_text(**{k: c.value for k, c in controls.items()})}</pre>"
+
+    for control in controls.values():
+        control.observe(update, names="value")
+    update()
+    return w.VBox([*controls.values(), out])
 
 
 def notebooks(root: Path | None = None) -> list[Path]:

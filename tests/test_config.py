@@ -86,3 +86,17 @@ def test_default_preset_is_laptop(monkeypatch):
     monkeypatch.delenv("BERTBOOK_PRESET", raising=False)
     monkeypatch.delenv("BERTBOOK_SET", raising=False)
     assert get_preset().name == "laptop"
+
+
+def test_size_panel_logic_reports_counts_and_errors():
+    from bertbook.course import size_panel, size_text
+
+    assert "109,482,240 parameters" in size_text(12, 768, 12)
+    assert "FLOPs" in size_text(12, 768, 12, million_tokens=1)
+    assert size_text(12, 768, 5).startswith("not a valid model") and "not divisible" in size_text(12, 768, 5)
+    panel = size_panel()
+    slider = panel.children[2]  # heads
+    slider.value = 7
+    assert "not a valid model" in panel.children[-1].value
+    slider.value = 12
+    assert "parameters" in panel.children[-1].value
