@@ -1,0 +1,363 @@
+"""Interop with Hugging Face `transformers`: convert configs and weights both ways, and prove equality.
+
+Taught in notebook 03. bertbook's parameter names are its own (``layers.3.ffn.fc1``); `transformers` spells
+the same tensor ``encoder.layer.3.intermediate.dense``. ``hf_name`` is the whole mapping, so converting is
+renaming: no tensor is reshaped or transposed. ``parity_report`` feeds the same batch to both models (random
+weights converted bertbook -> transformers, MiniLM's real weights converted transformers -> bertbook; with and
+without padding) and records the largest absolute difference of every output; ``python -m bertbook parity``
+prints it and fails above the tolerance (1e-5 in float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import model as M
+from .config import ModelConfig
+
+__all__ = ["hf_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report", "format_report",
+           "cli_parity", "TOLERANCE", "MODEL_TYPES"]
+
+TOLERANCE = 1e-5  # largest absolute difference accepted in float32
+MODEL_TYPES = ("BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification",
+               "BertForTokenClassification")
+
+# bertbook name (encoder part, after an optional "bert." prefix) -> transformers name
+_ENCODER_RULES = [
+    (r"^embeddings\.layer_norm\.", "embeddings.LayerNorm."),
+    (r"^layers\.(\d+)\.attention\.(query|key|value)\.", r"encoder.layer.\1.attention.self.\2."),
+    (r"^layers\.(\d+)\.attention\.out\.", r"encoder.layer.\1.attention.output.dense."),
+    (r"^layers\.(\d+)\.attention_norm\.", r"encoder.layer.\1.attention.output.LayerNorm."),
+    (r"^layers\.(\d+)\.ffn\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
+    (r"^layers\.(\d+)\.ffn\.fc2\.", r"encoder.layer.\1.output.dense."),
+    (r"^layers\.(\d+)\.ffn_norm\.", r"encoder.layer.\1.output.LayerNorm."),
+]
+_HEAD_RULES = [
+    (r"^mlm\.transform\.", "cls.predictions.transform.dense."),
+    (r"^mlm\.layer_norm\.", "cls.predictions.transform.LayerNorm."),
+    (r"^mlm\.bias$", "cls.predictions.bias"),
+    (r"^sentence_classifier\.", "cls.seq_relationship."),
+]
+# transformers tensors that bertbook does not store: the MLM decoder is tied to the token embeddings and
+# its bias to cls.predictions.bias
+_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+
+
+def hf_name(name: str) -> str:
+    """The `transformers` name of a bertbook parameter, e.g. 'bert.layers.0.ffn.fc1.weight' ->
+    'bert.encoder.layer.0.intermediate.dense.weight'."""
+    for pattern, repl in _HEAD_RULES:
+        if re.search(pattern, name):
+            return re.sub(pattern, repl, name)
+    prefix = "bert." if name.startswith("bert.") else ""
+    rest = name[len(prefix):]
+    for pattern, repl in _ENCODER_RULES:
+        if re.search(pattern, rest):
+            return prefix + re.sub(pattern, repl, rest)
+    return name  # embeddings.word_embeddings.weight, pooler.dense.*, classifier.* are spelled alike
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------------------------------------
+
+def to_hf_config(config: ModelConfig, **extra: Any):
+    """A `transformers.BertConfig` with the same fields (extra keywords, e.g. num_labels, passed through)."""
+    from transformers import BertConfig
+
+    return BertConfig(**config.to_dict(), **extra)
+
+
+def from_hf_config(hf_config) -> ModelConfig:
+    """A bertbook ModelConfig from a `transformers.BertConfig` (refuses what bertbook does not implement)."""
+    if getattr(hf_config, "is_decoder", False) or getattr(hf_config, "add_cross_attention", False):
+        raise ValueError("This BertConfig is a decoder (is_decoder / add_cross_attention); bertbook implements "
+                         "the bidirectional encoder only.")
+    kind = getattr(hf_config, "position_embedding_type", "absolute")
+    if kind not in (None, "absolute"):
+        raise ValueError(f"position_embedding_type={kind!r} is not supported: bertbook learns absolute "
+                         f"positions as BERT does.")
+    if hf_config.hidden_act not in ("gelu", "gelu_new", "relu"):
+        raise ValueError(f"hidden_act={hf_config.hidden_act!r} is not supported (gelu, gelu_new, relu).")
+    fields = {k: getattr(hf_config, k) for k in ModelConfig().to_dict()}
+    if fields["pad_token_id"] is None:
+        fields["pad_token_id"] = 0
+    return ModelConfig(**fields)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Weights
+# ----------------------------------------------------------------------------------------------------------
+
+def to_hf(model: nn.Module, attn_implementation: str = "eager"):
+    """The same network as a `transformers` model of the matching class, weights copied (notebook 03).
+
+    ``attn_implementation="eager"`` (the default) makes it return attention weights like bertbook does.
+    """
+    import transformers
+
+    kind = type(model).__name__
+    cfg = model.config
+    if kind == "BertModel":
+        hf_cfg = to_hf_config(cfg)
+        build = lambda c: transformers.BertModel(c, add_pooling_layer=model.pooler is not None)  # noqa: E731
+    elif kind == "BertForMaskedLM":
+        hf_cfg, build = to_hf_config(cfg), transformers.BertForMaskedLM
+    elif kind == "BertForPreTraining":
+        if model.num_sentence_labels != 2:
+            raise ValueError(f"transformers' BertForPreTraining has a 2-way sentence classifier; this model "
+                             f"has {model.num_sentence_labels}. Convert model.bert (a BertModel) instead.")
+        hf_cfg, build = to_hf_config(cfg), transformers.BertForPreTraining
+    elif kind in ("BertForSequenceClassification", "BertForTokenClassification"):
+        hf_cfg = to_hf_config(cfg, num_labels=model.num_labels, classifier_dropout=model.classifier_dropout)
+        build = getattr(transformers, kind)
+    else:
+        raise TypeError(f"to_hf converts {', '.join(MODEL_TYPES)}; got {kind}.")
+    hf_cfg._attn_implementation = attn_implementation
+    hf = build(hf_cfg)
+    ours = model.state_dict()
+    theirs = hf.state_dict()
+    new_state = {}
+    for name, tensor in ours.items():
+        target = hf_name(name)
+        if target not in theirs or theirs[target].shape != tensor.shape:
+            raise M.CheckpointError(f"bertbook tensor {name} ({tuple(tensor.shape)}) has no counterpart "
+                                    f"{target} of the same shape in transformers.{type(hf).__name__}.")
+        new_state[target] = tensor.detach().clone()
+    if "cls.predictions.decoder.weight" in theirs:  # tied: the decoder is the token-embedding table
+        new_state["cls.predictions.decoder.weight"] = new_state["bert.embeddings.word_embeddings.weight"]
+        new_state["cls.predictions.decoder.bias"] = new_state["cls.predictions.bias"]
+    missing = [k for k in theirs if k not in new_state]
+    if missing:
+        raise M.CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
+                                f"{', '.join(missing[:5])}.")
+    hf.load_state_dict(new_state, strict=True)
+    return hf.to(next(model.parameters()).device).train(model.training)
+
+
+def from_hf(hf_model: nn.Module) -> nn.Module:
+    """A bertbook model equal to a `transformers` BertModel, BertForMaskedLM, BertForPreTraining,
+    BertForSequenceClassification or BertForTokenClassification (notebook 03)."""
+    kind = type(hf_model).__name__
+    if kind not in MODEL_TYPES:
+        raise TypeError(f"from_hf converts transformers {', '.join(MODEL_TYPES)}; got {kind}.")
+    cfg = from_hf_config(hf_model.config)
+    if kind == "BertModel":
+        ours = M.BertModel(cfg, add_pooling_layer=hf_model.pooler is not None)
+    elif kind in ("BertForSequenceClassification", "BertForTokenClassification"):
+        ours = getattr(M, kind)(cfg, num_labels=hf_model.num_labels,
+                                classifier_dropout=hf_model.config.classifier_dropout)
+    else:
+        ours = getattr(M, kind)(cfg)
+    theirs = hf_model.state_dict()
+    if "cls.predictions.decoder.weight" in theirs:
+        emb = theirs["bert.embeddings.word_embeddings.weight"]
+        if not torch.equal(theirs["cls.predictions.decoder.weight"], emb):
+            raise M.CheckpointError("This model's MLM output matrix is not tied to its token embeddings; "
+                                    "bertbook ties them as BERT does and cannot represent it.")
+    new_state = {}
+    for name, tensor in ours.state_dict().items():
+        source = hf_name(name)
+        if source not in theirs:
+            raise M.CheckpointError(f"transformers.{kind} has no tensor {source} for bertbook's {name}.")
+        new_state[name] = theirs[source].detach().clone()
+    unused = [k for k in theirs if k not in {hf_name(n) for n in new_state} and k not in _TIED]
+    if unused:
+        raise M.CheckpointError(f"transformers.{kind} holds tensors bertbook would drop: {', '.join(unused[:5])}.")
+    M._load_exact(ours, new_state, f"converted from transformers.{kind}")
+    return ours.to(next(hf_model.parameters()).device).train(hf_model.training)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parity
+# ----------------------------------------------------------------------------------------------------------
+
+def _batch(cfg: ModelConfig, padding: bool, seed: int, device: str, batch: int = 3, length: int = 16):
+    """A fixed random batch: ids, attention_mask (padded to lengths T, 2T/3, T/3 when padding), segments."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, cfg.vocab_size, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    if padding:
+        for i in range(batch):
+            mask[i, max(2, length * (batch - i) // batch):] = 0
+    ids = ids.masked_fill(mask == 0, cfg.pad_token_id)
+    types = torch.zeros(batch, length, dtype=torch.long)
+    types[:, length // 2:] = 1
+    labels = torch.full((batch, length), M.IGNORE_INDEX)
+    pick = (torch.rand(batch, length, generator=g) < 0.3) & (mask == 1)
+    labels[pick] = torch.randint(0, cfg.vocab_size, (int(pick.sum()),), generator=g)
+    labels[0, 1] = int(ids[0, 1])  # at least one position to predict
+    move = lambda t: t.to(device)  # noqa: E731
+    return move(ids), move(mask), move(types), move(labels)
+
+
+def _labels_for(kind: str, model: nn.Module, mlm_labels: torch.Tensor, seed: int) -> torch.Tensor | None:
+    g = torch.Generator().manual_seed(seed + 1)
+    B, T = mlm_labels.shape
+    if kind in ("BertForMaskedLM", "BertForPreTraining"):
+        return mlm_labels
+    if kind == "BertForSequenceClassification":
+        return torch.randint(0, model.num_labels, (B,), generator=g).to(mlm_labels.device)
+    if kind == "BertForTokenClassification":
+        labels = torch.randint(0, model.num_labels, (B, T), generator=g).to(mlm_labels.device)
+        return labels.masked_fill(mlm_labels.new_zeros(B, T).bool() | (torch.arange(T, device=labels.device) == 0),
+                                  M.IGNORE_INDEX)
+    return None
+
+
+def _max_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
+    if a is None or b is None:
+        raise AssertionError("one model returned an output the other did not")
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return float((a.detach().double() - b.detach().double()).abs().max())
+
+
+@torch.no_grad()
+def compare(ours: nn.Module, hf: nn.Module, padding: bool, seed: int = 0) -> dict[str, Any]:
+    """Largest absolute differences between a bertbook model and a `transformers` model on one batch."""
+    kind = type(ours).__name__
+    device = next(ours.parameters()).device
+    ids, mask, types, mlm_labels = _batch(ours.config, padding, seed, device)
+    labels = _labels_for(kind, ours, mlm_labels, seed)
+    ours.eval()
+    hf.eval()
+    kw = {"attention_mask": mask, "token_type_ids": types}
+    a = ours(ids, **kw, labels=labels, output_attentions=True, output_hidden_states=True)
+    hf_kw = {"labels": labels} if kind not in ("BertModel", "BertForPreTraining") else {}
+    b = hf(input_ids=ids, **kw, **hf_kw, output_attentions=True, output_hidden_states=True)
+    row: dict[str, Any] = {"model": kind, "padding": padding}
+    row["hidden_states"] = max(_max_diff(x, y) for x, y in zip(a.hidden_states, b.hidden_states, strict=True))
+    if kind == "BertModel":
+        row["hidden_states"] = max(row["hidden_states"], _max_diff(a.last_hidden_state, b.last_hidden_state))
+        if ours.pooler is not None:
+            row["pooler"] = _max_diff(a.pooler_output, b.pooler_output)
+    else:
+        logits_b = b.prediction_logits if kind == "BertForPreTraining" else b.logits
+        row["logits"] = _max_diff(a.logits, logits_b)
+        if kind == "BertForPreTraining":
+            row["logits"] = max(row["logits"], _max_diff(a.sentence_logits, b.seq_relationship_logits))
+        if b.get("loss") is not None:
+            row["loss"] = _max_diff(a.loss, b.loss)
+    if kind in ("BertForMaskedLM", "BertForPreTraining"):  # masked-only logits give the same loss
+        c = ours(ids, **kw, labels=mlm_labels, masked_only=True)
+        full = ours(ids, **kw, labels=mlm_labels)
+        row["masked_only_loss"] = _max_diff(c.mlm_loss if c.mlm_loss is not None else c.loss,
+                                            full.mlm_loss if full.mlm_loss is not None else full.loss)
+    row["attentions"] = [_max_diff(x, y) for x, y in zip(a.attentions, b.attentions, strict=True)]
+    # the fused path (no attentions requested) must agree as well
+    fused = ours(ids, **kw)
+    ref = b.last_hidden_state if kind == "BertModel" else (b.prediction_logits if kind == "BertForPreTraining"
+                                                           else b.logits)
+    row["fused"] = _max_diff(fused.last_hidden_state if kind == "BertModel" else fused.logits, ref)
+    return row
+
+
+def _minilm_hf(kind: str, num_labels: int):
+    """MiniLM's real encoder weights in a `transformers` model of class ``kind`` (heads freshly initialised)."""
+    import transformers
+
+    from .pretrained import minilm_path
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "newly initialised head weights" is expected here
+    try:
+        cls = getattr(transformers, kind)
+        extra = {"num_labels": num_labels} if "Classification" in kind else {}
+        return cls.from_pretrained(str(minilm_path()), attn_implementation="eager", **extra)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def parity_report(weights: tuple[str, ...] = ("random", "minilm"), models: tuple[str, ...] = MODEL_TYPES,
+                  device: str = "cpu", seed: int = 0, config: ModelConfig | None = None) -> list[dict[str, Any]]:
+    """One row per (weights, model, padding) with the largest absolute difference of each output.
+
+    ``random``: a bertbook model with random weights is converted to `transformers` (bertbook -> HF).
+    ``minilm``: MiniLM's real weights in `transformers` are converted to bertbook (HF -> bertbook).
+    Each conversion is also converted back and must reproduce every tensor exactly (``round_trip``).
+    """
+    cfg = config or ModelConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=128, max_position_embeddings=64)
+    rows = []
+    for source in weights:
+        for kind in models:
+            torch.manual_seed(seed)
+            if source == "random":
+                extra = {"num_labels": 3} if "Classification" in kind else {}
+                ours = getattr(M, kind)(cfg, **extra).to(device)
+                hf = to_hf(ours)
+                back = from_hf(hf)
+            elif source == "minilm":
+                hf = _minilm_hf(kind, num_labels=3).to(device)
+                ours = from_hf(hf)
+                back = to_hf(ours)
+            else:
+                raise ValueError(f"weights must be 'random' or 'minilm', got {source!r}.")
+            a_state, b_state = ours.state_dict(), back.state_dict()
+            if source == "random":
+                exact = all(torch.equal(v, b_state[k]) for k, v in a_state.items())
+            else:
+                h_state = hf.state_dict()
+                exact = all(torch.equal(v, h_state[k]) for k, v in b_state.items())
+            for padding in (False, True):
+                row = compare(ours, hf, padding, seed)
+                row["weights"] = source
+                row["round_trip"] = exact
+                rows.append(row)
+    return rows
+
+
+_COLUMNS = ("hidden_states", "pooler", "logits", "loss", "masked_only_loss", "fused")
+
+
+def worst(row: dict[str, Any]) -> float:
+    """The largest difference in a parity row."""
+    values = [row[c] for c in _COLUMNS if c in row] + list(row["attentions"])
+    return max(values)
+
+
+def format_report(rows: list[dict[str, Any]], tolerance: float = TOLERANCE) -> str:
+    """The parity table as fixed-width text; '-' where an output does not apply."""
+    head = f"{'weights':<7} {'model':<29} {'pad':<3} " + " ".join(f"{c[:11]:>11}" for c in _COLUMNS) \
+        + f" {'attentions (per layer)':<26} {'ok':<3}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        cells = " ".join(f"{r[c]:>11.1e}" if c in r else f"{'-':>11}" for c in _COLUMNS)
+        att = " ".join(f"{x:.0e}" for x in r["attentions"])
+        ok = "yes" if worst(r) <= tolerance and r["round_trip"] else "NO"
+        lines.append(f"{r['weights']:<7} {r['model']:<29} {'yes' if r['padding'] else 'no':<3} {cells} "
+                     f"{att:<26} {ok:<3}")
+    return "\n".join(lines)
+
+
+def cli_parity(argv: list[str]) -> int:
+    """``python -m bertbook parity``: exit 1 if any output differs from transformers by more than the tolerance."""
+    parser = argparse.ArgumentParser(prog="python -m bertbook parity",
+                                     description="Compare bertbook with transformers on random and MiniLM weights.")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
+    parser.add_argument("--weights", nargs="+", default=["random", "minilm"], choices=["random", "minilm"])
+    parser.add_argument("--models", nargs="+", default=list(MODEL_TYPES), choices=list(MODEL_TYPES))
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is available here; use --device cpu.", file=sys.stderr)
+        return 2
+    rows = parity_report(tuple(args.weights), tuple(args.models), device=device, seed=args.seed)
+    print(f"bertbook vs transformers, float32 on {device}: largest absolute difference per output")
+    print("random: bertbook weights -> transformers; minilm: MiniLM's weights transformers -> bertbook")
+    print(format_report(rows, args.tolerance))
+    bad = [r for r in rows if worst(r) > args.tolerance or not r["round_trip"]]
+    if bad:
+        print(f"FAILED: {len(bad)} of {len(rows)} rows above {args.tolerance:g} or not round-tripping exactly.")
+        return 1
+    print(f"all {len(rows)} rows within {args.tolerance:g}; weights round-trip exactly.")
+    return 0

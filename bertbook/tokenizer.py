@@ -1,0 +1,250 @@
+"""WordPiece tokenization: train, save, load, explore and compare (notebook 01).
+
+BERT reads word pieces (Wu et al. 2016; Devlin et al. 2019): text is lower-cased and split into words and
+punctuation, then each word is cut greedily into the longest pieces found in a vocabulary learned from the
+corpus; a piece that continues a word starts with ``##`` ("tokenization" -> "token", "##ization"). Frequent
+words stay whole, rare words fall apart into pieces, and only characters never seen become [UNK].
+
+The tokenizer is trained with the `tokenizers` library and wrapped as a `transformers` fast tokenizer, so it
+pads, truncates, builds ``[CLS] A [SEP] B [SEP]`` pairs with ``token_type_ids`` and returns tensors like
+any Hugging Face tokenizer. Special tokens come first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Preset, get_preset
+from .paths import artifacts_dir
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "train_tokenizer",
+    "wrap_tokenizer",
+    "save_tokenizer",
+    "load_tokenizer",
+    "get_tokenizer",
+    "tokenizer_dir",
+    "explain",
+    "TokenizerStats",
+    "tokenizer_stats",
+    "wordpiece_word",
+    "explorer_rows",
+    "explorer",
+]
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, in this order
+_TOKENIZER_FILE = "tokenizer.json"
+
+
+def _chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
+    """Feed a long text to the trainer in pieces (split at line ends), so it can parallelise."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end == -1 else end + 1
+        yield text[start:end]
+        start = end
+
+
+def train_tokenizer(text: str | Iterable[str], vocab_size: int, min_frequency: int = 2,
+                    model_max_length: int = 512):
+    """Train a lower-cased WordPiece tokenizer on ``text`` (a string or an iterator of strings) and return
+    it as a `transformers.PreTrainedTokenizerFast` (notebook 01).
+
+    The vocabulary may stay below ``vocab_size``: WordPiece stops when no pair occurring ``min_frequency``
+    times is left (on the small Gutenberg slice, min_frequency=2 stops near 23.6k entries).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size={vocab_size} leaves no room beyond the {len(SPECIAL_TOKENS)} special "
+                         f"tokens; use at least a few hundred (BERT uses 30522).")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##",
+                                     max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # split on whitespace and punctuation
+    tok.decoder = decoders.WordPiece(prefix="##")  # glue "##" pieces back onto their word
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##",
+                                        show_progress=False)
+    tok.train_from_iterator(_chunks(text) if isinstance(text, str) else text, trainer=trainer)
+    return wrap_tokenizer(tok, model_max_length)
+
+
+def wrap_tokenizer(tok, model_max_length: int = 512):
+    """Add BERT's [CLS] A [SEP] B [SEP] template to a `tokenizers.Tokenizer` and wrap it for `transformers`."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    if None in ids.values():
+        missing = [t for t, i in ids.items() if i is None]
+        raise ValueError(f"The tokenizer lacks the special tokens {missing}; train it with train_tokenizer.")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",  # ":1" = segment (token_type_id) 1 for sentence B
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+    )
+    tok.no_padding()
+    tok.no_truncation()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=model_max_length, padding_side="right",
+        pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def save_tokenizer(tokenizer, folder: str | os.PathLike) -> Path:
+    """Save atomically: write into a temporary sibling folder, then move each file into ``folder``
+    (``tokenizer.json`` last, so a folder holding it is always complete)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        folder.mkdir(exist_ok=True)
+        files = sorted(tmp.iterdir(), key=lambda p: p.name == _TOKENIZER_FILE)
+        for f in files:
+            os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_tokenizer(folder: str | os.PathLike):
+    """Load a tokenizer saved by ``save_tokenizer`` (a `transformers.PreTrainedTokenizerFast`)."""
+    from transformers import PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    if not (folder / _TOKENIZER_FILE).is_file():
+        raise FileNotFoundError(f"No tokenizer in {folder} ({_TOKENIZER_FILE} is missing): run notebook 01 or "
+                                f"call bertbook.tokenizer.get_tokenizer(P), which trains one.")
+    return PreTrainedTokenizerFast.from_pretrained(str(folder))
+
+
+def tokenizer_dir(preset: Preset) -> Path:
+    """Where a preset's tokenizer lives: ``artifacts/<preset>/tokenizer``."""
+    return artifacts_dir(preset.name) / "tokenizer"
+
+
+def get_tokenizer(preset: Preset | None = None):
+    """The preset's WordPiece tokenizer: loaded from ``artifacts/<preset>/tokenizer``, or trained on the
+    preset's corpus slice and saved there first (notebook 01 explains it). Use ``len(tokenizer)`` as the
+    model's vocab_size: it can fall short of ``preset.model.vocab_size``."""
+    P = preset or get_preset()
+    folder = tokenizer_dir(P)
+    if (folder / _TOKENIZER_FILE).is_file():
+        return load_tokenizer(folder)
+    from . import data
+
+    t0 = time.time()
+    text = data.load_corpus(P.data.corpus, "train", max_chars=P.data.tokenizer_train_chars)
+    tok = train_tokenizer(text, P.model.vocab_size, P.data.min_frequency, P.model.max_position_embeddings)
+    save_tokenizer(tok, folder)
+    print(f"Trained a WordPiece tokenizer for preset {P.name!r} on {len(text):,} characters of {P.data.corpus} "
+          f"in {time.time() - t0:.1f} s: {len(tok):,} entries (asked for {P.model.vocab_size:,}); saved to "
+          f"{folder}. Notebook 01 explains how it is made.")
+    return tok
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Looking at tokenizations
+# ----------------------------------------------------------------------------------------------------------
+
+def explain(tokenizer, text: str) -> list[dict]:
+    """One row per token of ``text``: the piece, its id, the characters it came from, and whether it is [UNK]."""
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    rows = []
+    for i, (start, end) in zip(enc["input_ids"], enc["offset_mapping"]):
+        piece = tokenizer.convert_ids_to_tokens(i)
+        rows.append({"piece": piece, "id": i, "text": text[start:end], "unknown": i == tokenizer.unk_token_id,
+                     "special": i in tokenizer.all_special_ids})
+    return rows
+
+
+@dataclass
+class TokenizerStats:
+    """How a tokenizer cuts a text: words, pieces per word, unknown rate, words split into several pieces."""
+
+    words: int
+    pieces: int
+    pieces_per_word: float
+    unknown_rate: float  # fraction of pieces that are [UNK]
+    split_words: float  # fraction of words cut into two or more pieces
+
+
+def tokenizer_stats(tokenizer, text: str) -> TokenizerStats:
+    """Statistics of ``tokenizer`` on ``text``; words are what BERT's pre-tokenizer splits (notebook 01)."""
+    enc = tokenizer(text, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False,
+                    verbose=False)  # a long text is fine here: nothing is fed to a model
+    word_ids = [w for w in enc.word_ids() if w is not None]
+    ids = enc["input_ids"]
+    words = len(set(word_ids))
+    per_word: dict[int, int] = {}
+    for w in word_ids:
+        per_word[w] = per_word.get(w, 0) + 1
+    unk = sum(1 for i in ids if i == tokenizer.unk_token_id)
+    return TokenizerStats(words=words, pieces=len(ids), pieces_per_word=len(ids) / max(words, 1),
+                          unknown_rate=unk / max(len(ids), 1),
+                          split_words=sum(1 for n in per_word.values() if n > 1) / max(words, 1))
+
+
+def wordpiece_word(word: str, vocab: set[str] | dict[str, int], unk: str = "[UNK]", prefix: str = "##") -> list[str]:
+    """Greedy longest-match-first WordPiece of one (lower-cased) word, as BERT does it (notebook 01)."""
+    pieces, start = [], 0
+    while start < len(word):
+        end = len(word)
+        while end > start:
+            piece = word[start:end] if start == 0 else prefix + word[start:end]
+            if piece in vocab:
+                break
+            end -= 1
+        if end == start:  # not even one character is known: the whole word becomes [UNK]
+            return [unk]
+        pieces.append(piece)
+        start = end
+    return pieces
+
+
+def explorer_rows(tokenizers: dict, text: str) -> list[tuple[str, str, str, str]]:
+    """For the explorer widget: one line per tokenizer with its pieces, ids and unknown count."""
+    if not text.strip():
+        return [("", "type some text above", "", "")]
+    out = []
+    for name, tok in tokenizers.items():
+        rows = explain(tok, text)
+        pieces = " ".join(f"[{r['piece']}]" if r["unknown"] else r["piece"] for r in rows)
+        ids = " ".join(str(r["id"]) for r in rows)
+        unk = sum(r["unknown"] for r in rows)
+        out.append((name, pieces, ids, f"{len(rows)} tokens, {unk} unknown"))
+    return out
+
+
+def explorer(tokenizers: dict, text: str = "Tokenization splits unbelievably rare words into pieces."):
+    """An ipywidgets panel: type text, see each tokenizer's pieces, ids and unknowns (notebook 01)."""
+    import html
+
+    import ipywidgets as widgets
+
+    box = widgets.Textarea(value=text, description="text", layout=widgets.Layout(width="95%", height="60px"))
+    out = widgets.HTML()
+
+    def update(_=None) -> None:
+        cells = "".join(
+            f"<tr><td><b>{html.escape(n)}</b></td><td style='text-align:left'>{html.escape(p)}</td>"
+            f"<td style='text-align:left;font-size:80%'>{html.escape(i)}</td><td>{html.escape(s)}</td></tr>"
+            for n, p, i, s in explorer_rows(tokenizers, box.value))
+        out.value = ("<table><tr><th>tokenizer</th><th>word pieces ([UNK] in brackets)</th><th>ids</th>"
+                     f"<th></th></tr>{cells}</table>")
+
+    box.observe(update, names="value")
+    update()
+    return widgets.VBox([box, out])
