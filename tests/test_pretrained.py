@@ -22,6 +22,7 @@ def test_minilm_path_holds_the_model():
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_loads_offline_in_a_fresh_process():
     # No hub access possible: offline flags set and every proxy pointing at a closed port.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
