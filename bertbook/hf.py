@@ -259,20 +259,29 @@ def compare(ours: nn.Module, hf: nn.Module, padding: bool, seed: int = 0) -> dic
     return row
 
 
-def _minilm_hf(kind: str, num_labels: int):
+def _minilm_hf(kind: str, num_labels: int, _cache: dict = {}):  # noqa: B006 (a deliberate per-process cache)
     """MiniLM's real encoder weights in a `transformers` model of class ``kind`` (heads freshly initialised)."""
     import transformers
 
-    from .pretrained import minilm_path
+    if "base" not in _cache:
+        from .pretrained import load_minilm
 
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # "newly initialised head weights" is expected here
-    try:
-        cls = getattr(transformers, kind)
-        extra = {"num_labels": num_labels} if "Classification" in kind else {}
-        return cls.from_pretrained(str(minilm_path()), attn_implementation="eager", **extra)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
+        _cache["base"] = load_minilm("base")[0].eval()
+    base = _cache["base"]
+    config = base.config.__class__(**base.config.to_dict())
+    config._attn_implementation = "eager"
+    if kind == "BertModel":
+        hf = transformers.BertModel(config)
+        hf.load_state_dict(base.state_dict())
+        return hf
+    if "Classification" in kind:
+        config.num_labels = num_labels
+    hf = getattr(transformers, kind)(config)
+    encoder = {k: v for k, v in base.state_dict().items() if hf.bert.pooler is not None or not k.startswith("pooler.")}
+    hf.bert.load_state_dict(encoder, strict=True)
+    if hasattr(hf, "tie_weights"):
+        hf.tie_weights()
+    return hf
 
 
 def parity_report(weights: tuple[str, ...] = ("random", "minilm"), models: tuple[str, ...] = MODEL_TYPES,

@@ -78,3 +78,16 @@ def test_stats_and_explorer_rows(tok):
 def test_too_small_a_vocabulary_is_refused():
     with pytest.raises(ValueError, match="special tokens"):
         T.train_tokenizer(TEXT, vocab_size=5)
+
+
+def test_get_tokenizer_trains_once_then_loads(artifacts, capsys):
+    P = get_preset("ci")
+    tok = T.get_tokenizer(P)
+    first = capsys.readouterr().out
+    assert "Trained a WordPiece tokenizer" in first and "Notebook 01" in first
+    assert len(tok) == P.model.vocab_size  # the ci slice is large enough to fill 2000 entries
+    assert (artifacts / "ci" / "tokenizer" / "tokenizer.json").is_file()
+    again = T.get_tokenizer(P)
+    assert capsys.readouterr().out == ""
+    assert again.get_vocab() == tok.get_vocab()
+    assert again.model_max_length == P.model.max_position_embeddings
