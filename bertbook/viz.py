@@ -173,9 +173,9 @@ def attention_data(model: Any, tokenizer: Any, text: str, text_pair: str | None 
     ids = batch["input_ids"][0].tolist()
     tokens = tokenizer.convert_ids_to_tokens(ids)
     sentence_b_start = None
-    if text_pair is not None and "token_type_ids" in batch:
-        types = batch["token_type_ids"][0].tolist()
-        sentence_b_start = types.index(1) if 1 in types else None
+    if text_pair is not None:  # the first token that belongs to the second text
+        which = enc.sequence_ids(0)  # per token: 0, 1, or None for special tokens
+        sentence_b_start = which.index(1) if 1 in which else None
     return AttentionData(tokens=tokens, attentions=attentions, sentence_b_start=sentence_b_start,
                          queries=queries, keys=keys, name=name or type(model).__name__)
 
@@ -697,7 +697,7 @@ def plot_head(attentions: Any, layer: int, head: int, tokens: Sequence[str] | No
     tokens = _tokens_of(attentions, tokens)
     fig = None
     if ax is None:
-        size = 1.2 + 0.28 * a.shape[-1]
+        size = min(1.2 + 0.28 * a.shape[-1], 8.0)
         fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(a[layer, head].numpy(), cmap="viridis", vmin=0, vmax=1)
     ax.grid(False)
