@@ -125,8 +125,10 @@ def choose_positions(input_ids: torch.Tensor, vocab: MaskVocab, mask_prob: float
     draw = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)  # (B, T) uniform
     if not whole_word:
         return (draw < mask_prob) & ~special
-    # A word starts at every token that is not a '##' continuation (special tokens start their own "word").
+    # A word starts at every token that is not a '##' continuation; special tokens are words of their own,
+    # and a piece right after one (a row cut mid-word) starts a word too.
     starts = ~vocab.continuation.to(input_ids.device)[input_ids] | special  # (B, T) bool
+    starts[..., 1:] |= special[..., :-1]
     positions = torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)  # (B, T)
     # For every token, the position where its word starts: a running maximum of the start positions.
     word_start = torch.where(starts, positions, torch.zeros_like(positions)).cummax(dim=-1).values  # (B, T)

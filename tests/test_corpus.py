@@ -1,0 +1,149 @@
+"""The pretraining data pipeline: sentences, the token cache on disk, packed and masked micro-batches."""
+
+import numpy as np
+import pytest
+import torch
+
+from bertbook import corpus
+from bertbook.config import get_preset
+from bertbook.masking import IGNORE_INDEX, MaskVocab, permutations
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The ci preset, its tokenizer and token cache, in an artifacts folder shared by this module."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BERTBOOK_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    from bertbook.tokenizer import get_tokenizer
+
+    P = get_preset("ci")
+    tok = get_tokenizer(P)
+    cache = corpus.corpus_cache(P, tok, progress=False)
+    yield P, tok, cache, MaskVocab.from_tokenizer(tok)
+    mp.undo()
+
+
+def test_split_sentences():
+    text = ("It is a truth universally acknowledged, that a single man in possession\nof a good fortune, must be "
+            "in want of a wife. \"Is it?\" said Mr. Bennet. 'Yes!' Mrs. Long told me so.")
+    assert corpus.split_sentences(text) == [
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in "
+        "want of a wife.", "\"Is it?\" said Mr. Bennet.", "'Yes!'", "Mrs. Long told me so."]
+    assert corpus.split_sentences("  ") == []
+
+
+def test_iter_paragraphs_joins_chunks_and_stops_at_max_chars():
+    chunks = ["first para", "graph\n\nsecond\n", "\nthird"]
+    assert list(corpus.iter_paragraphs(chunks)) == ["first paragraph", "second", "third"]
+    assert list(corpus.iter_paragraphs(["abc\n\ndefgh\n\nij"], max_chars=7)) == ["abc", "de"]
+
+
+def test_cache_on_disk(env, tmp_path):
+    P, tok, cache, _ = env
+    assert isinstance(cache.ids, np.memmap) and cache.ids.dtype == np.uint16  # 2,000 entries fit 16 bits
+    assert cache.n_tokens == cache.meta["n_tokens"] > 50_000
+    starts = np.asarray(cache.sentence_starts)
+    assert starts[0] == 0 and np.all(np.diff(starts) > 0) and starts[-1] < cache.n_tokens
+    # the same preset and tokenizer find the same cache (no rebuild); no temporary folder is left
+    again = corpus.corpus_cache(P, tok, progress=False)
+    assert again.folder == cache.folder
+    assert [p.name for p in cache.folder.parent.iterdir()] == [cache.folder.name]
+    # a build in small batches equals the text tokenized sentence by sentence
+    text = "One sentence here. Another one follows!\n\nA new paragraph. And the end."
+    small = corpus.build_cache(corpus.iter_paragraphs([text]), tok, tmp_path / "c", progress=False,
+                               batch_chars=10)
+    sentences = corpus.split_sentences_text(text)
+    assert len(sentences) == 4 == small.meta["n_sentences"]
+    expected = [i for s in sentences for i in tok(s, add_special_tokens=False)["input_ids"]]
+    assert small.ids.tolist() == expected
+    lengths = [len(tok(s, add_special_tokens=False)["input_ids"]) for s in sentences]
+    assert small.sentence_starts.tolist() == np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
+
+
+def test_cache_key_follows_the_tokenizer(env):
+    P, tok, cache, _ = env
+    from bertbook.tokenizer import train_tokenizer
+
+    other = train_tokenizer("a few words to make another small vocabulary " * 50, 200, 1)
+    assert corpus.corpus_cache(P.override(**{"data.corpus_max_chars": 5_000}), other,
+                               progress=False).folder != cache.folder
+
+
+def test_packed_rows_have_no_padding(env):
+    P, tok, cache, vocab = env
+    data = corpus.PretrainData(cache, vocab, seq_len=64, batch_size=8, seed=0)
+    b = data.batch(step=3)
+    assert b["input_ids"].shape == (8, 64) and b["labels"].shape == (8, 64)
+    assert (b["input_ids"] != tok.pad_token_id).all()
+    assert (b["input_ids"][:, 0] == tok.cls_token_id).all() and (b["input_ids"][:, -1] == tok.sep_token_id).all()
+    # a row is 62 consecutive tokens of the corpus once the masks are undone
+    original = torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"])
+    w = int(data.windows(3 * 8, 1)[0])
+    assert original[0, 1:-1].tolist() == cache.ids[w * 62:(w + 1) * 62].tolist()
+    assert 0.05 < (b["labels"] != IGNORE_INDEX).float().mean() < 0.25
+
+
+def test_batches_are_a_pure_function_of_seed_step_and_index(env):
+    _, _, cache, vocab = env
+    data = corpus.PretrainData(cache, vocab, 64, 8, seed=0)
+    again = corpus.PretrainData(cache, vocab, 64, 8, seed=0)
+    for k in ("input_ids", "labels"):
+        assert torch.equal(data.batch(5, 1, 2)[k], again.batch(5, 1, 2)[k])
+        assert not torch.equal(data.batch(5, 0, 2)[k], data.batch(5, 1, 2)[k])
+    assert not torch.equal(data.batch(5)["input_ids"], corpus.PretrainData(cache, vocab, 64, 8, seed=1).batch(5)[
+        "input_ids"])
+    # an epoch visits every window once before any repeats
+    n = data.n_examples
+    assert sorted(data.windows(0, n).tolist()) == list(range(n))
+    assert sorted(data.windows(n, n).tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("objective", ["nsp", "sop", "msc"])
+def test_sentence_objective_examples(env, objective):
+    _, tok, cache, vocab = env
+    data = corpus.PretrainData(cache, vocab, 64, 64, objective=objective, seed=0)
+    b = data.batch(0)
+    ids = torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"])
+    assert ids.shape == (64, 64) and (ids != tok.pad_token_id).all()
+    labels = b["sentence_label"].tolist()
+    k = 3 if objective == "msc" else 2
+    assert set(labels) <= set(range(6 if objective == "msc" else 2)) and len(set(labels)) > 1
+    stream = np.asarray(cache.ids)
+    for row, types, label in zip(ids.tolist(), b["token_type_ids"].tolist(), labels):
+        seps = [i for i, t in enumerate(row) if t == tok.sep_token_id]
+        assert row[0] == tok.cls_token_id and seps[-1] == 63 and len(seps) >= k
+        cut = seps[-k:]  # segment ends (a segment itself never contains [SEP] in this corpus)
+        segs = [row[1:cut[0]]] + [row[a + 1:b] for a, b in zip(cut[:-1], cut[1:])]
+        assert types == [0] + [i % 2 for i, seg in enumerate(segs) for _ in range(len(seg) + 1)]
+        if objective == "nsp":
+            joined = segs[0] + segs[1]
+        elif objective == "sop":
+            joined = segs[0] + segs[1] if label == 0 else segs[1] + segs[0]
+        else:
+            order = permutations(3)[label]
+            original = [None] * 3
+            for pos, src in enumerate(order):
+                original[src] = segs[pos]
+            joined = original[0] + original[1] + original[2]
+        if objective != "nsp" or label == 0:  # consecutive text of the corpus, in its original order
+            assert _occurs(stream, joined)
+
+
+def _occurs(stream: np.ndarray, needle: list) -> bool:
+    """Whether ``needle`` occurs as a contiguous run of ``stream``."""
+    for i in np.flatnonzero(stream[: len(stream) - len(needle) + 1] == needle[0]):
+        if stream[i:i + len(needle)].tolist() == needle:
+            return True
+    return False
+
+
+def test_eval_batches_are_fixed(env):
+    P, tok, _, vocab = env
+    text = corpus.eval_text("gutenberg", 20_000, P)
+    a = corpus.eval_batches(text, tok, vocab, 64, 8, 2)
+    b = corpus.eval_batches(text, tok, vocab, 64, 8, 2)
+    assert len(a) == 2 and all(torch.equal(x["labels"], y["labels"]) for x, y in zip(a, b))
+    wiki = corpus.eval_text("wikitext-2", 5_000)
+    assert "@-@" not in wiki and "<unk>" not in wiki
+    with pytest.raises(ValueError, match="fewer than one row"):
+        corpus.eval_batches("too short", tok, vocab, 64, 8, 2)
