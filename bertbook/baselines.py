@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 
 __all__ = ["BowResult", "bag_of_words", "top_features", "DEFAULT_CS"]
 
-DEFAULT_CS: tuple[float, ...] = (0.25, 1.0, 4.0, 16.0)  # candidates for C, tried on validation
+DEFAULT_CS: tuple[float, ...] = (0.25, 1.0, 4.0, 16.0, 64.0)  # candidates for C, tried on validation
 
 
 @dataclass

