@@ -13,9 +13,25 @@ make small budgets work (Liu et al. 2019, RoBERTa; Geiping & Goldstein 2023, Cra
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import hashlib
+import itertools
+import json
 import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -23,6 +39,27 @@ __all__ = [
     "make_optimizer",
     "lr_factor",
     "make_scheduler",
+    "autocast_dtype",
+    "evaluate",
+    "TrainingDiverged",
+    "save_checkpoint",
+    "find_checkpoint",
+    "read_run",
+    "check_resumable",
+    "History",
+    "build_model",
+    "compute_loss",
+    "pretrain",
+    "get_pretrained",
+    "fill_mask",
+    "live_plot",
+    "experiment_settings",
+    "run_experiment",
+    "plot_runs",
+    "experiment_panel",
+    "model_flops_per_token",
+    "compute_estimate",
+    "cli_pretrain",
 ]
 
 
@@ -89,3 +126,783 @@ def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_st
         return lr_factor(step / total_steps, warmup_frac, kind)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Evaluation: MLM loss, accuracy and perplexity on held-out text with fixed masks
+# ---------------------------------------------------------------------------------------------------------
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``pretrain.precision``: bf16 ('auto' only on a GPU that supports it), or
+    None for plain fp32."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device | str = "cpu",
+             dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Masked-LM loss, accuracy and perplexity (exp of the loss) over fixed batches (notebook 05).
+
+    Every masked token counts equally (a token-weighted mean over all batches).
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "labels")}
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(**batch, masked_only=True)
+        target = batch["labels"][batch["labels"] != -100]  # (N,)
+        logits = out.logits.float()  # (N, V)
+        total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(-1) == target).sum())
+        count += int(target.numel())
+    model.train(was_training)
+    loss = total_loss / max(count, 1)
+    return {"loss": loss, "accuracy": correct / max(count, 1), "perplexity": math.exp(min(loss, 50.0)),
+            "tokens": count}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Checkpoints: weights, config, tokenizer, optimizer, scheduler and random state, written atomically
+# ---------------------------------------------------------------------------------------------------------
+
+CHECKPOINT = "checkpoint"  # the latest good checkpoint inside a run folder
+STATE_FILE = "training_state.pt"  # optimizer, scheduler, random generators
+RUN_FILE = "pretrain.json"  # preset, progress and history (human-readable)
+# Settings that may differ when a run is resumed: they change how often it reports, not what it computes.
+RESUMABLE_CHANGES = {"pretrain.eval_every", "pretrain.eval_batches", "pretrain.checkpoint_every",
+                     "pretrain.compile", "pretrain.precision", "data.eval_max_chars"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite; the message says where the last good checkpoint is."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, optimizer, scheduler, run: dict,
+                    rng_states: list[dict]) -> Path:
+    """Write ``run_dir/checkpoint`` atomically: everything goes into a temporary sibling folder that then
+    replaces the old checkpoint by renames, so a crash at any moment leaves one complete checkpoint
+    (``checkpoint`` or, mid-swap, ``checkpoint.old``). Notebook 05."""
+    run_dir = Path(run_dir)
+    final, old = run_dir / CHECKPOINT, run_dir / f"{CHECKPOINT}.old"
+    tmp = run_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(str(tmp))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng_states}, tmp / STATE_FILE)
+    (tmp / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    """The run's latest complete checkpoint, recovering from a crash in the middle of a swap."""
+    run_dir = Path(run_dir)
+    final, old = run_dir / CHECKPOINT, run_dir / f"{CHECKPOINT}.old"
+    if not (final / RUN_FILE).exists() and (old / RUN_FILE).exists():
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(old, final)
+    return final if (final / RUN_FILE).exists() else None
+
+
+def read_run(checkpoint: Path) -> dict:
+    """The ``pretrain.json`` of a checkpoint: preset, step, finished flag and history."""
+    return json.loads((Path(checkpoint) / RUN_FILE).read_text())
+
+
+def check_resumable(saved: dict, preset, tokenizer_hash: str, where: Path) -> None:
+    """Refuse to resume a checkpoint made with another configuration, naming every difference."""
+    old, new = _flatten(saved["preset"]), _flatten(preset.to_dict())
+    diffs = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new))
+             if k not in RESUMABLE_CHANGES and k not in ("name", "description") and not k.startswith("finetune.")
+             and old.get(k) != new.get(k)]
+    if saved.get("tokenizer") != tokenizer_hash:
+        diffs.append("the tokenizer differs (it was retrained since)")
+    if diffs:
+        from .model import CheckpointError
+
+        raise CheckpointError(f"The checkpoint in {where} was trained with another configuration, so it cannot "
+                              f"be resumed: " + "; ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
+                              + ". Resume it with the same preset and settings, or start a new run in another "
+                              "folder (--out).")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. The pretraining loop
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """What a run recorded: one dict per optimizer step (``train``) and per evaluation (``eval``)."""
+
+    train: list[dict] = field(default_factory=list)  # step, loss, mlm_loss, sentence_loss, lr, grad_norm, ...
+    eval: list[dict] = field(default_factory=list)  # step, name, loss, accuracy, perplexity
+    checkpoint: str | None = None  # folder of the latest checkpoint
+    finished: bool = False  # reached max_steps (or the time budget)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(**{k: d[k] for k in ("train", "eval", "checkpoint", "finished") if k in d})
+
+    def last_eval(self, name: str = "gutenberg") -> dict | None:
+        """The most recent evaluation on ``name`` ('gutenberg' or 'wikitext-2')."""
+        found = [e for e in self.eval if e["name"] == name]
+        return found[-1] if found else None
+
+
+class Clock:
+    """Training time for time-budgeted runs (Cramming): progress = seconds trained / budget."""
+
+    def __init__(self, budget_s: float, elapsed: float = 0.0):
+        self.budget_s, self.elapsed, self._t0 = budget_s, elapsed, None
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self, count: bool = True) -> None:
+        if count and self._t0 is not None:
+            self.elapsed += time.perf_counter() - self._t0
+        self._t0 = None
+
+    def progress(self) -> float:
+        return min(1.0, self.elapsed / self.budget_s) if self.budget_s else 0.0
+
+    def done(self) -> bool:
+        return bool(self.budget_s) and self.elapsed >= self.budget_s
+
+
+def build_model(preset, vocab_size: int):
+    """The model pretrained by notebook 05: ``BertForPreTraining`` sized by the preset, with the tokenizer's
+    vocabulary size. Without a sentence objective the pooler and sentence head get no gradient, so they are
+    frozen (and left out of the optimizer)."""
+    from .masking import num_sentence_labels
+    from .model import BertForPreTraining
+
+    objective = preset.pretrain.sentence_objective
+    model = BertForPreTraining(dataclasses.replace(preset.model, vocab_size=vocab_size),
+                               num_sentence_labels=max(2, num_sentence_labels(objective)))
+    if objective == "none":
+        for p in itertools.chain(model.bert.pooler.parameters(), model.sentence_classifier.parameters()):
+            p.requires_grad_(False)
+    return model
+
+
+def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """One forward pass; MLM logits only at the masked positions (the loss is the same, the cost a
+    fraction). Returns the model output, whose ``loss`` is MLM + sentence loss."""
+    return model(**batch, masked_only=True)
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; starts the process group if needed."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return rank, world, local
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _rank0_first(world: int, rank: int, fn: Callable):
+    """Run ``fn`` on rank 0 first (it may build a cache), then on the others (they read it)."""
+    if rank == 0:
+        result = fn()
+    _barrier(world)
+    if rank != 0:
+        result = fn()
+    return result
+
+
+def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool = False,
+             time_budget_s: float | None = None, callback: Callable[[dict], None] | None = None, *,
+             stop_after: int | None = None, progress: bool = True, tensorboard: bool = False,
+             device: str | None = None, verbose: bool = True) -> History:
+    """Pretrain BERT on the preset's corpus; return the :class:`History` (notebook 05).
+
+    ``out_dir`` (default ``artifacts/<preset>/pretrain``) receives ``checkpoint/`` (weights, config,
+    tokenizer, optimizer, scheduler and random state, replaced atomically every
+    ``pretrain.checkpoint_every`` steps and at the end). An existing checkpoint is never overwritten unless
+    ``resume=True``, which continues it exactly where it stopped (a finished run is returned as it is).
+    ``time_budget_s`` (or ``pretrain.time_budget_s``) bounds the run by training time instead of steps; the
+    learning-rate schedule then follows the clock. ``stop_after`` ends the run after that many steps
+    without changing its schedule (resume it later). ``callback(record)`` receives every train and eval
+    record (``record["kind"]``). Under ``torchrun`` every process trains on its own micro-batches
+    (DistributedDataParallel); rank 0 evaluates, logs and writes checkpoints.
+    """
+    from tqdm.auto import tqdm
+
+    from .config import get_preset
+    from .corpus import PretrainData, _tokenizer_hash, corpus_cache, eval_batches, eval_text, example_seed
+    from .course import machine
+    from .masking import MaskVocab
+    from .paths import artifacts_dir
+    from .tokenizer import get_tokenizer
+
+    P = preset or get_preset()
+    budget = float(P.pretrain.time_budget_s if time_budget_s is None else time_budget_s)
+    P = P.override(**{"pretrain.time_budget_s": budget})
+    pc, A = P.pretrain, P.pretrain.grad_accum_steps
+    rank, world, local = _init_distributed()
+    main = rank == 0
+    say = print if (verbose and main) else (lambda *a, **k: None)
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain use TF32 tensor cores
+    run_dir = Path(out_dir) if out_dir is not None else artifacts_dir(P.name, "pretrain")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- the tokenizer, and the checkpoint to resume (if any) ---
+    tok = _rank0_first(world, rank, lambda: get_tokenizer(P))
+    tok_hash = _tokenizer_hash(tok)
+    ckpt = find_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        step = read_run(ckpt)["step"]
+        raise FileExistsError(f"{run_dir} already holds a pretraining checkpoint (step {step}). Pass resume=True "
+                              f"(--resume) to continue it, or choose another folder; nothing was overwritten.")
+    saved = read_run(ckpt) if ckpt is not None else None
+    if saved is not None:
+        check_resumable(saved, P, tok_hash, ckpt)
+        if saved["finished"]:
+            say(f"The run in {run_dir} is already finished (step {saved['step']}); loaded its history.")
+            return dataclasses.replace(History.from_dict(saved["history"]), checkpoint=str(ckpt), finished=True)
+
+    # --- data: token cache (built once), masked micro-batches, fixed evaluation batches ---
+    cache = _rank0_first(world, rank, lambda: corpus_cache(P, tok, "train", progress=progress and main))
+    vocab = MaskVocab.from_tokenizer(tok)
+    data = PretrainData(cache, vocab, pc.seq_len, pc.batch_size, pc.mask_prob, pc.whole_word_mask,
+                        pc.sentence_objective, pc.seed)
+    eval_sets = {}
+    if main:
+        for name in ("gutenberg", "wikitext-2"):
+            text = eval_text(name, P.data.eval_max_chars, P)
+            eval_sets[name] = eval_batches(text, tok, vocab, pc.seq_len, pc.batch_size, pc.eval_batches)
+
+    # --- model, optimizer, schedule ---
+    torch.manual_seed(pc.seed)  # the same initial weights in every process
+    model = build_model(P, len(tok)).to(dev)
+    optimizer = make_optimizer(model, pc.learning_rate, pc.weight_decay, pc.adam_betas)
+    clock = Clock(budget)
+    if budget:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda _: lr_factor(clock.progress(), pc.warmup_frac, pc.schedule))
+    else:
+        scheduler = make_scheduler(optimizer, round(pc.warmup_frac * pc.max_steps), pc.max_steps, pc.schedule)
+    history, start = History(), 0
+    if saved is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(dev)))
+        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if len(state["rng"]) == world:
+            _set_rng_state(state["rng"][rank])
+        else:  # another number of processes: dropout streams restart from the step
+            torch.manual_seed(example_seed(pc.seed, "dropout", rank, saved["step"]))
+        history, start, clock.elapsed = History.from_dict(saved["history"]), saved["step"], saved["train_seconds"]
+        say(f"Resuming {run_dir} at step {start}.")
+    else:
+        torch.manual_seed(example_seed(pc.seed, "dropout", rank))  # each process its own dropout masks
+    train_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[local] if dev.type == "cuda" else None)
+    if pc.compile:
+        train_model = torch.compile(train_model)
+    dtype = autocast_dtype(pc.precision, dev)
+    writer = None
+    if tensorboard and main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+    tokens_per_step = world * A * pc.batch_size * pc.seq_len
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"Pretraining {n_params / 1e6:.1f} M parameters on {cache.n_tokens:,} tokens of {P.data.corpus} "
+        f"({tokens_per_step:,} tokens per step, {world} process(es), {dev.type}"
+        f"{', bf16' if dtype else ''}) for " + (f"{budget:g} s" if budget else f"{pc.max_steps} steps"))
+
+    def run_record(finished: bool, step: int) -> dict:
+        return {"preset": P.to_dict(), "step": step, "finished": finished, "total_steps": None if budget
+                else pc.max_steps, "time_budget_s": budget, "train_seconds": clock.elapsed,
+                "tokens": step * tokens_per_step, "tokenizer": tok_hash, "world_size": world,
+                "machine": machine(), "history": history.to_dict()}
+
+    def checkpoint(step: int, finished: bool) -> None:
+        states = [_rng_state()]
+        if world > 1:
+            import torch.distributed as dist
+
+            states = [None] * world
+            dist.all_gather_object(states, _rng_state())
+        if main:
+            history.checkpoint, history.finished = str(run_dir / CHECKPOINT), finished
+            save_checkpoint(run_dir, model, tok, optimizer, scheduler, run_record(finished, step), states)
+        _barrier(world)
+
+    def report(record: dict) -> None:
+        if writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    writer.add_scalar(f"{record.get('name', 'train')}/{k}", v, record["step"])
+        if callback is not None:
+            callback(record)
+
+    def run_eval(step: int) -> None:
+        if main:
+            for name, batches in eval_sets.items():
+                metrics = evaluate(model, batches, dev, dtype)
+                record = {"kind": "eval", "step": step, "name": name, **metrics}
+                history.eval.append(record)
+                report(record)
+
+    # --- the loop: one optimizer step per iteration ---
+    bar = tqdm(total=budget if budget else pc.max_steps, initial=clock.elapsed if budget else start,
+               unit="s" if budget else "step", disable=not (progress and main), desc="pretraining",
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}{postfix}]")
+    model.train()
+    step = start
+    steps = itertools.count(start) if budget else range(start, pc.max_steps)
+    for step in steps:
+        clock.start()
+        losses = torch.zeros(3, device=dev)  # loss, mlm_loss, sentence_loss summed over micro-batches
+        for micro in range(A):
+            batch = data.batch(step, rank * A + micro, world * A)
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            sync = world == 1 or micro == A - 1  # DDP: all-reduce the gradients only once per step
+            with nullcontext() if sync else train_model.no_sync():
+                with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    out = compute_loss(train_model, batch)
+                (out.loss / A).backward()
+            parts = [out.loss, out.mlm_loss, out.sentence_loss if out.sentence_loss is not None else out.loss * 0]
+            losses += torch.stack([p.detach().float() for p in parts]) / A
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), pc.max_grad_norm or float("inf"))
+        stats = torch.cat([losses, grad_norm.detach().float().view(1)])
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(stats[:3])
+            stats[:3] /= world
+        loss, mlm, sent, gnorm = stats.tolist()  # one device sync per step
+        if not all(math.isfinite(x) for x in (loss, gnorm)):
+            bar.close()
+            last = find_checkpoint(run_dir)
+            where = (f"The last good checkpoint is {last} (step {read_run(last)['step']})" if last
+                     else "No checkpoint was written yet")
+            raise TrainingDiverged(
+                f"The {'loss' if not math.isfinite(loss) else 'gradient norm'} became {loss if not math.isfinite(loss) else gnorm} "
+                f"at step {step + 1} (learning rate {optimizer.param_groups[0]['lr']:.3g}); the run stopped "
+                f"without saving. {where}. Lower pretrain.learning_rate, lengthen pretrain.warmup_frac or keep "
+                f"gradient clipping on (pretrain.max_grad_norm), then resume or start again.")
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        clock.stop(count=step > start or not budget)  # a process's first step (compilation) is not counted
+        if budget and world > 1:  # every process follows rank 0's clock
+            import torch.distributed as dist
+
+            t = torch.tensor([clock.elapsed], dtype=torch.float64, device=dev)
+            dist.broadcast(t, 0)
+            clock.elapsed = float(t)
+        scheduler.step()
+        done = step + 1
+        finished = clock.done() if budget else done == pc.max_steps
+        record = {"kind": "train", "step": done, "loss": loss, "mlm_loss": mlm, "lr": lr, "grad_norm": gnorm,
+                  "tokens": done * tokens_per_step, "seconds": clock.elapsed}
+        if pc.sentence_objective != "none":
+            record["sentence_loss"] = sent
+        history.train.append(record)
+        if main:
+            report(record)
+            bar.update((clock.elapsed - bar.n) if budget else 1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+        if done % pc.eval_every == 0 or finished:
+            run_eval(done)
+        if done % pc.checkpoint_every == 0 or finished or done == stop_after:
+            checkpoint(done, finished)
+        if finished or done == stop_after:
+            break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    ev = history.last_eval("gutenberg")
+    if ev is not None:
+        say(f"step {history.train[-1]['step'] if history.train else start}: held-out MLM loss {ev['loss']:.3f}, "
+            f"accuracy {ev['accuracy']:.1%}, perplexity {ev['perplexity']:.1f}; checkpoint in "
+            f"{run_dir / CHECKPOINT}")
+    return history
+
+
+def get_pretrained(preset=None) -> Path:
+    """The folder of the preset's pretraining checkpoint (``artifacts/<preset>/pretrain/checkpoint``), for
+    ``BertForPreTraining.from_pretrained`` and ``model.load_encoder``. If there is none (or it is
+    unfinished), pretrain now on the preset, which notebook 05 does step by step."""
+    from .config import get_preset
+    from .paths import artifacts_dir
+
+    P = preset or get_preset()
+    run_dir = artifacts_dir(P.name, "pretrain")
+    ckpt = find_checkpoint(run_dir)
+    if ckpt is not None and read_run(ckpt)["finished"]:
+        return ckpt
+    print(f"No finished pretraining checkpoint for preset {P.name!r} in {run_dir}: pretraining now "
+          f"(notebook 05 explains this step).")
+    history = pretrain(P, run_dir, resume=True)
+    return Path(history.checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Using and watching the model: fill-mask, a live loss plot
+# ---------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """For every [MASK] in ``text``, the ``top_k`` most likely tokens and their probabilities (notebook 05)."""
+    if tokenizer.mask_token not in text:
+        raise ValueError(f"The text has no {tokenizer.mask_token}: write one where a word should be guessed, "
+                         f"e.g. 'It is a truth universally {tokenizer.mask_token}.'")
+    device = next(model.parameters()).device
+    enc = tokenizer(text, return_tensors="pt")
+    was_training = model.training
+    model.eval()
+    out = model(input_ids=enc["input_ids"].to(device), token_type_ids=enc["token_type_ids"].to(device))
+    model.train(was_training)
+    where = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+    probs = out.logits[0, where].float().softmax(-1)  # (M, V)
+    top = probs.topk(top_k, dim=-1)
+    return [[(tokenizer.convert_ids_to_tokens(i), float(p)) for i, p in zip(ids.tolist(), ps.tolist())]
+            for ids, ps in zip(top.indices, top.values)]
+
+
+def live_plot(title: str = "pretraining", every_s: float = 1.0) -> Callable[[dict], None]:
+    """A callback for :func:`pretrain` that redraws the training and held-out loss while it runs, at most
+    every ``every_s`` seconds and after every evaluation (notebook 05)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    plt.close(fig)  # shown through the display handle only
+    handle = display(fig, display_id=True)
+    steps, losses, evals = [], [], {}
+    last = [0.0]
+
+    def draw() -> None:
+        ax.clear()
+        ax.plot(steps, losses, lw=1, alpha=0.8, label="training loss")
+        for name, (s, v) in evals.items():
+            ax.plot(s, v, "o-", ms=4, label=f"held-out ({name})")
+        ax.set_xlabel("step")
+        ax.set_ylabel("MLM loss (nats)")
+        ax.set_title(title)
+        ax.legend(loc="upper right", fontsize=8)
+        if handle is not None:
+            handle.update(fig)
+        last[0] = time.perf_counter()
+
+    def callback(record: dict) -> None:
+        if record["kind"] == "train":
+            steps.append(record["step"])
+            losses.append(record["mlm_loss"])
+            if time.perf_counter() - last[0] >= every_s:
+                draw()
+        else:
+            s, v = evals.setdefault(record["name"], ([], []))
+            s.append(record["step"])
+            v.append(record["loss"])
+            draw()
+
+    callback.figure = fig
+    return callback
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. Short experiments and the hyperparameter panel
+# ---------------------------------------------------------------------------------------------------------
+
+
+def experiment_settings(preset, learning_rate: float | None = None, mask_prob: float | None = None,
+                        layers: int | None = None, heads: int | None = None, width: int | None = None,
+                        steps: int | None = None, sentence_objective: str | None = None) -> dict:
+    """The preset overrides for a short experiment (the logic behind :func:`experiment_panel`).
+
+    Validated against the preset (an impossible combination raises ``ConfigError`` saying what to change);
+    the feed-forward width follows the width (4x, as in BERT). Returns ``{"group.field": value}``.
+    """
+    from .config import ConfigError
+
+    changes: dict = {}
+    if learning_rate is not None:
+        changes["pretrain.learning_rate"] = float(learning_rate)
+    if mask_prob is not None:
+        changes["pretrain.mask_prob"] = float(mask_prob)
+    if layers is not None:
+        changes["model.num_hidden_layers"] = int(layers)
+    if heads is not None:
+        changes["model.num_attention_heads"] = int(heads)
+    if width is not None:
+        changes["model.hidden_size"] = int(width)
+        changes["model.intermediate_size"] = 4 * int(width)
+    if steps is not None:
+        changes["pretrain.max_steps"] = int(steps)
+    if sentence_objective is not None:
+        changes["pretrain.sentence_objective"] = sentence_objective
+    preset.override(**changes)  # raises ConfigError with the reason if the combination is impossible
+    steps = changes.get("pretrain.max_steps", preset.pretrain.max_steps)
+    if steps > 20 * preset.pretrain.max_steps:
+        raise ConfigError(f"{steps} steps is far beyond this preset's {preset.pretrain.max_steps}: a short "
+                          f"experiment should take seconds to minutes. Use pretrain() for long runs.")
+    return changes
+
+
+def _describe(changes: dict) -> str:
+    short = {"pretrain.learning_rate": "lr", "pretrain.mask_prob": "mask", "model.num_hidden_layers": "L",
+             "model.num_attention_heads": "A", "model.hidden_size": "H", "pretrain.max_steps": "steps",
+             "pretrain.sentence_objective": "obj"}
+    parts = [f"{short[k]}={v:g}" if isinstance(v, float) else f"{short[k]}={v}"
+             for k, v in changes.items() if k in short]
+    return ", ".join(parts) or "preset defaults"
+
+
+def run_experiment(preset, label: str | None = None, **settings) -> dict:
+    """Pretrain briefly with some settings changed (keywords of :func:`experiment_settings`) and return
+    ``{"label", "settings", "history"}`` (notebooks 04 and 05). Each run evaluates at its end; a finished run
+    with the same settings is reused from ``artifacts/<preset>/experiments``."""
+    from .paths import artifacts_dir
+
+    changes = experiment_settings(preset, **settings)
+    steps = changes.get("pretrain.max_steps", preset.pretrain.max_steps)
+    P = preset.override(**changes, **{"pretrain.eval_every": steps, "pretrain.checkpoint_every": steps})
+    key = hashlib.sha256(json.dumps(_flatten(P.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    history = pretrain(P, artifacts_dir(P.name, "experiments", key), resume=True, progress=False, verbose=False)
+    return {"label": label or _describe(changes), "settings": changes, "history": history}
+
+
+def plot_runs(runs: list[dict], ax=None, smooth: int = 5):
+    """Overlay the training-loss curves of several runs (moving average over ``smooth`` steps) with their
+    final held-out loss as a dot (notebook 05). Returns the matplotlib Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.6))
+    for i, run in enumerate(runs):
+        h = run["history"]
+        steps = np.array([r["step"] for r in h.train])
+        loss = np.array([r["mlm_loss"] for r in h.train])
+        k = max(1, min(smooth, len(loss)))
+        curve = np.convolve(loss, np.ones(k) / k, mode="valid")
+        (line,) = ax.plot(steps[k - 1:], curve, lw=1.5, label=run["label"], color=f"C{i % 10}")
+        ev = h.last_eval("gutenberg")
+        if ev is not None:
+            ax.plot([ev["step"]], [ev["loss"]], "o", color=line.get_color())
+    ax.set_xlabel("step")
+    ax.set_ylabel("MLM loss (nats)")
+    ax.set_title("training loss (lines), held-out loss at the end (dots)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def experiment_panel(preset, runs: list[dict] | None = None):
+    """Sliders for learning rate, mask rate, layers, heads, width, steps and sentence objective; the button
+    runs a short experiment and overlays its curve on the earlier ones (notebook 05)."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from .config import ConfigError
+
+    runs = runs if runs is not None else []
+    m, p = preset.model, preset.pretrain
+    style = {"description_width": "110px"}
+    lr = widgets.FloatLogSlider(value=p.learning_rate, base=10, min=-5, max=-1, step=0.25,
+                                description="learning rate", readout_format=".1e", style=style)
+    mask = widgets.FloatSlider(value=p.mask_prob, min=0.05, max=0.8, step=0.05, description="mask rate",
+                               style=style)
+    layers = widgets.IntSlider(value=m.num_hidden_layers, min=1, max=max(12, m.num_hidden_layers),
+                               description="layers", style=style)
+    heads = widgets.IntSlider(value=m.num_attention_heads, min=1, max=16, description="heads", style=style)
+    width = widgets.IntSlider(value=m.hidden_size, min=16, max=max(768, m.hidden_size), step=16,
+                              description="width", style=style)
+    steps = widgets.IntSlider(value=p.max_steps, min=5, max=10 * p.max_steps, step=5, description="steps",
+                              style=style)
+    objective = widgets.Dropdown(options=["none", "nsp", "sop", "msc"], value=p.sentence_objective,
+                                 description="sentence obj.", style=style)
+    button = widgets.Button(description="run experiment", button_style="primary")
+    clear = widgets.Button(description="clear runs")
+    out = widgets.Output()
+
+    def redraw(message: str = "") -> None:
+        out.clear_output(wait=True)
+        with out:
+            if message:
+                print(message)
+            if runs:
+                fig, ax = plt.subplots(figsize=(6.4, 3.6))
+                plot_runs(runs, ax)
+                display(fig)
+                plt.close(fig)
+
+    def on_run(_=None) -> None:
+        button.disabled = True
+        try:
+            with out:
+                print("training ...")
+            run = run_experiment(preset, learning_rate=lr.value, mask_prob=mask.value, layers=layers.value,
+                                 heads=heads.value, width=width.value, steps=steps.value,
+                                 sentence_objective=objective.value)
+            runs.append(run)
+            ev = run["history"].last_eval("gutenberg")
+            redraw(f"{run['label']}: held-out loss {ev['loss']:.3f}, accuracy {ev['accuracy']:.1%}")
+        except (ConfigError, ValueError) as exc:
+            redraw(f"Cannot run this experiment: {exc}")
+        finally:
+            button.disabled = False
+
+    def on_clear(_=None) -> None:
+        runs.clear()
+        redraw()
+
+    button.on_click(on_run)
+    clear.on_click(on_clear)
+    redraw()
+    return widgets.VBox([widgets.HBox([widgets.VBox([lr, mask, steps, objective]),
+                                       widgets.VBox([layers, heads, width])]),
+                         widgets.HBox([button, clear]), out])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. What it costs: about 6 x parameters x tokens
+# ---------------------------------------------------------------------------------------------------------
+
+
+def model_flops_per_token(config, seq_len: int, mask_prob: float = 0.15, masked_only: bool = True) -> float:
+    """Training FLOPs per token (forward + backward = 3 x forward; a multiply-add is 2 FLOPs):
+    6 x the weights every token passes through, plus attention scores (Kaplan et al. 2020), plus the
+    vocabulary-sized output layer at the predicted positions only (``masked_only``) or at all of them."""
+    D, L, V, F_ = config.hidden_size, config.num_hidden_layers, config.vocab_size, config.intermediate_size
+    per_layer = 4 * D * D + 2 * D * F_  # Q, K, V, output projections and the feed-forward
+    encoder = 6 * L * per_layer + 6 * L * 2 * seq_len * D  # weights, then QK^T and attention x V
+    head = 6 * (D * D + D * V)  # transform + tied output layer
+    return encoder + head * (mask_prob if masked_only else 1.0)
+
+
+def compute_estimate(preset, vocab_size: int | None = None, flops_per_s: float | None = None) -> dict:
+    """Parameters, training tokens and FLOPs of a preset's pretraining (about 6 x parameters x tokens),
+    and the time it takes at ``flops_per_s`` sustained FLOP/s (notebook 05)."""
+    cfg = preset.model if vocab_size is None else dataclasses.replace(preset.model, vocab_size=vocab_size)
+    with torch.device("meta"):
+        model = build_model(dataclasses.replace(preset, model=cfg), cfg.vocab_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    pc = preset.pretrain
+    tokens = pc.max_steps * pc.batch_size * pc.grad_accum_steps * pc.seq_len
+    flops = model_flops_per_token(cfg, pc.seq_len, pc.mask_prob) * tokens
+    out = {"parameters": n_params, "tokens": tokens, "flops": flops, "flops_6nd": 6 * n_params * tokens}
+    if flops_per_s:
+        out["seconds"] = flops / flops_per_s
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 8. Command line: python -m bertbook pretrain --preset P --out DIR [--resume]
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cli_pretrain(argv: list[str]) -> int:
+    """``python -m bertbook pretrain``: the same :func:`pretrain` as notebook 05; under ``torchrun`` on
+    several GPUs or nodes. The last line printed is a JSON summary."""
+    from .config import PRESETS, ConfigError, get_preset
+
+    parser = argparse.ArgumentParser(prog="python -m bertbook pretrain",
+                                     description="Pretrain BERT (masked LM + optional sentence objective) on a "
+                                                 "preset. Use torchrun --nproc_per_node=N for several GPUs.")
+    parser.add_argument("--preset", default=os.environ.get("BERTBOOK_PRESET", "laptop"), choices=list(PRESETS))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder (default artifacts/<preset>/pretrain); the checkpoint is OUT/checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="train for this many seconds instead of max_steps (the schedule follows the clock)")
+    parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+                        help="stop (with a checkpoint) after this many steps; --resume continues")
+    parser.add_argument("--set", action="append", default=[], metavar="GROUP.FIELD=VALUE",
+                        help="override a preset field, e.g. --set pretrain.max_steps=200 (repeatable)")
+    parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUT/tensorboard")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    bad = [item for item in args.set if "=" not in item]
+    if bad:
+        print(f"error: --set {bad[0]!r}: use --set GROUP.FIELD=VALUE, e.g. --set pretrain.max_steps=200",
+              file=sys.stderr)
+        return 2
+    try:
+        overrides = dict(item.split("=", 1) for item in args.set)
+        P = get_preset(args.preset, **overrides)
+        t0 = time.time()
+        history = pretrain(P, args.out, resume=args.resume, time_budget_s=args.time_budget,
+                           stop_after=args.stop_after, progress=not args.no_progress,
+                           tensorboard=args.tensorboard, device=args.device)
+    except (ConfigError, FileExistsError, TrainingDiverged, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = history.train[-1] if history.train else {}
+        summary = {"preset": P.name, "step": last.get("step"), "finished": history.finished,
+                   "train_seconds": last.get("seconds"), "wall_seconds": time.time() - t0,
+                   "tokens": last.get("tokens"), "checkpoint": history.checkpoint,
+                   **{f"{e['name']}_{k}": e[k] for e in history.eval[-2:] for k in ("loss", "accuracy",
+                                                                                      "perplexity")}}
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,191 @@
+"""Optimizer groups, schedules, the pretraining loop, checkpoints (resume, refusal, divergence), budgets."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bertbook import train
+from bertbook.config import ConfigError, get_preset
+from bertbook.model import BertForPreTraining, BertForSequenceClassification, CheckpointError
+
+SMALL = {"pretrain.max_steps": 8, "pretrain.batch_size": 4, "pretrain.eval_every": 4, "pretrain.checkpoint_every": 4,
+         "pretrain.eval_batches": 1}
+
+
+@pytest.fixture(scope="module")
+def P(tmp_path_factory):
+    """The ci preset shrunk to 8 steps, with one artifacts folder (tokenizer, token cache) for the module."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BERTBOOK_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and robust on a busy machine
+    yield get_preset("ci", **SMALL)
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
+def test_param_groups_skip_biases_and_layernorm():
+    model = BertForSequenceClassification(get_preset("ci").model)
+    groups = train.param_groups(model, 0.01)
+    decayed = {id(p) for p in groups[0]["params"]}
+    assert groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0.0
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.dim() == 2), name  # weight matrices and embeddings only
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and not any(id(p) in decayed for m in norms for p in m.parameters())
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    model.classifier.weight.requires_grad_(False)
+    assert sum(len(g["params"]) for g in train.param_groups(model, 0.01)) == len(list(model.parameters())) - 1
+
+
+def test_schedules():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    lin = train.make_scheduler(opt, warmup_steps=10, total_steps=110, kind="linear")
+    factors = [f(s) for s in range(111) for f in lin.lr_lambdas]
+    assert factors[0] == 0.0 and factors[5] == pytest.approx(0.5) and factors[10] == pytest.approx(1.0)
+    assert factors[60] == pytest.approx(0.5) and factors[110] == pytest.approx(0.0)
+    assert all(a <= b for a, b in zip(factors[:10], factors[1:11]))  # warmup rises
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # decay falls
+    assert train.lr_factor(0.55, 0.1, "cosine") == pytest.approx(0.5)
+    assert train.lr_factor(0.9, 0.1, "constant") == 1.0
+    assert train.lr_factor(1.0, 0.1, "cosine") == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="cosine"):
+        train.make_scheduler(opt, 1, 10, kind="exponential")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        train.make_scheduler(opt, 20, 10)
+
+
+def test_resume_continues_the_same_curve(P, tmp_path):
+    full = train.pretrain(P, tmp_path / "full", progress=False, verbose=False)
+    assert full.finished and [r["step"] for r in full.train] == list(range(1, 9))
+    half = train.pretrain(P, tmp_path / "split", stop_after=4, progress=False, verbose=False)
+    assert not half.finished and len(half.train) == 4
+    assert train.read_run(tmp_path / "split" / "checkpoint")["step"] == 4
+    resumed = train.pretrain(P, tmp_path / "split", resume=True, progress=False, verbose=False)
+    assert resumed.finished
+    assert [r["loss"] for r in resumed.train] == [r["loss"] for r in full.train]
+    assert [(e["name"], e["loss"]) for e in resumed.eval] == [(e["name"], e["loss"]) for e in full.eval]
+    a = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the checkpoint is what the fine-tuning notebook reads
+    model = BertForPreTraining.from_pretrained(tmp_path / "full" / "checkpoint")
+    assert model.config.num_hidden_layers == P.model.num_hidden_layers
+    clf = BertForSequenceClassification(model.config)
+    clf.load_encoder(tmp_path / "full" / "checkpoint")
+    # a finished run resumed again returns its history without training
+    again = train.pretrain(P, tmp_path / "full", resume=True, progress=False, verbose=False)
+    assert again.finished and again.train == full.train
+    # nothing is overwritten without resume=True
+    with pytest.raises(FileExistsError, match="resume"):
+        train.pretrain(P, tmp_path / "full", progress=False, verbose=False)
+
+
+def test_checkpoint_from_another_config_is_refused(P, tmp_path):
+    train.pretrain(P, tmp_path / "run", stop_after=4, progress=False, verbose=False)
+    other = P.override(**{"model.hidden_size": 32, "model.num_attention_heads": 2})
+    with pytest.raises(CheckpointError, match=r"model.hidden_size: checkpoint 64, now 32.*another folder"):
+        train.pretrain(other, tmp_path / "run", resume=True, progress=False, verbose=False)
+    with pytest.raises(CheckpointError, match="pretrain.learning_rate"):
+        train.pretrain(P.override(**{"pretrain.learning_rate": 0.1}), tmp_path / "run", resume=True,
+                       progress=False, verbose=False)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(P, tmp_path, monkeypatch):
+    calls = []
+    real = train.compute_loss
+
+    def poisoned(model, batch):
+        out = real(model, batch)
+        calls.append(1)
+        if len(calls) == 6:  # the forward pass of step 6
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(train, "compute_loss", poisoned)
+    run = tmp_path / "nan"
+    with pytest.raises(train.TrainingDiverged, match=r"loss became nan at step 6.*checkpoint.*\(step 4\)"):
+        train.pretrain(P, run, progress=False, verbose=False)
+    saved = train.read_run(run / "checkpoint")
+    assert saved["step"] == 4 and not saved["finished"]
+    weights = load_file(str(run / "checkpoint" / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    monkeypatch.setattr(train, "compute_loss", real)
+    resumed = train.pretrain(P, run, resume=True, progress=False, verbose=False)  # it can go on from there
+    assert resumed.finished
+
+
+def test_time_budget(P, tmp_path):
+    h = train.pretrain(P.override(**{"pretrain.max_steps": 1}), tmp_path / "t", time_budget_s=1.5,
+                       progress=False, verbose=False)
+    assert h.finished and len(h.train) > 1  # max_steps is ignored
+    assert h.train[-1]["seconds"] >= 1.5
+    lrs = [r["lr"] for r in h.train]
+    peak = P.pretrain.learning_rate
+    assert max(lrs) <= peak and lrs[-1] < 0.5 * peak  # the schedule followed the clock down
+    assert train.read_run(tmp_path / "t" / "checkpoint")["time_budget_s"] == 1.5
+
+
+def test_get_pretrained_and_fill_mask(P, monkeypatch, capsys):
+    monkeypatch.setenv("BERTBOOK_SET", "pretrain.max_steps=4,pretrain.batch_size=4,pretrain.eval_batches=1")
+    ci = get_preset("ci")
+    folder = train.get_pretrained(ci)
+    assert "notebook 05" in capsys.readouterr().out
+    assert (folder / "model.safetensors").is_file() and train.read_run(folder)["finished"]
+    assert train.get_pretrained(ci) == folder  # found, not retrained
+    assert "pretraining now" not in capsys.readouterr().out
+    from bertbook.tokenizer import get_tokenizer
+
+    model, tok = BertForPreTraining.from_pretrained(folder), get_tokenizer(ci)
+    guesses = train.fill_mask(model, tok, "it is a truth universally [MASK] that a [MASK] man", top_k=3)
+    assert len(guesses) == 2 and all(len(g) == 3 for g in guesses)
+    assert all(0 <= p <= 1 for g in guesses for _, p in g) and guesses[0][0][1] >= guesses[0][1][1]
+    with pytest.raises(ValueError, match=r"\[MASK\]"):
+        train.fill_mask(model, tok, "no mask here")
+
+
+def test_experiments_and_panel_logic(P):
+    changes = train.experiment_settings(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
+    assert changes["model.intermediate_size"] == 128 and changes["pretrain.max_steps"] == 4
+    with pytest.raises(ConfigError, match="divisible"):
+        train.experiment_settings(P, width=48, heads=5)
+    with pytest.raises(ConfigError, match="short"):
+        train.experiment_settings(P, steps=10_000)
+    run = train.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
+    assert run["label"] == "lr=0.003, mask=0.3, A=2, H=32, steps=4"
+    assert len(run["history"].train) == 4 and run["history"].last_eval("gutenberg") is not None
+    again = train.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
+    assert again["history"].train == run["history"].train  # reused, not retrained
+    other = train.run_experiment(P, steps=4, sentence_objective="sop")
+    assert "sentence_loss" in other["history"].train[0]
+    ax = train.plot_runs([run, other])
+    assert len(ax.get_legend().get_texts()) == 2
+
+
+def test_compute_estimate():
+    gpu = get_preset("gpu")
+    est = train.compute_estimate(gpu)
+    assert 105e6 < est["parameters"] < 115e6  # BERT-base with its pretraining heads
+    assert est["tokens"] == 20000 * 256 * 128
+    assert est["flops_6nd"] == 6 * est["parameters"] * est["tokens"]
+    assert 0.5 < est["flops"] / est["flops_6nd"] < 1.0  # masked-only logits save the vocabulary's share
+    cfg = gpu.model
+    assert train.model_flops_per_token(cfg, 128, masked_only=False) > train.model_flops_per_token(cfg, 128)
+    assert train.compute_estimate(gpu, flops_per_s=1e15)["seconds"] == pytest.approx(est["flops"] / 1e15)
+
+
+def test_cli_pretrain(P, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["--preset", "ci", "--out", str(out), "--no-progress"] + [f"--set={k}={v}" for k, v in SMALL.items()]
+    assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 4 and summary["finished"] and math.isfinite(summary["gutenberg_loss"])
+    assert 0 <= summary["wikitext-2_accuracy"] <= 1
+    assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4"]) == 2  # exists: refused
+    assert "--resume" in capsys.readouterr().err
+    assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4", "--resume"]) == 0
+    assert train.cli_pretrain(args + ["--set", "nonsense"]) == 2
+    assert "GROUP.FIELD=VALUE" in capsys.readouterr().err
