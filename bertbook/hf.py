@@ -360,6 +360,9 @@ def cli_parity(argv: list[str]) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("--device cuda: no CUDA device is available here; use --device cpu.", file=sys.stderr)
         return 2
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars between the table rows
     rows = parity_report(tuple(args.weights), tuple(args.models), device=device, seed=args.seed)
     print(f"bertbook vs transformers, float32 on {device}: largest absolute difference per output")
     print("random: bertbook weights -> transformers; minilm: MiniLM's weights transformers -> bertbook")
