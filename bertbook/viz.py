@@ -18,6 +18,8 @@ Taught in notebook 07. The module reads top to bottom in four parts:
 4. **Plots** (matplotlib), each returning a Figure: ``plot_attention_grid``, ``plot_head``,
    ``plot_cls_attention``, ``plot_head_stats``, ``plot_head_classes``, ``plot_class_comparison``,
    ``plot_attention_change``.
+5. **Exercise checkers** for notebook 07: ``check_previous_token_share``, ``check_next_token_head``; reference
+   solutions in ``solutions``.
 
 Every analysis function takes the weights in any of the usual forms: an ``AttentionData``, a tensor
 ``(L, H, T, T)``, or the per-layer tuple a model returns (each ``(1, H, T, T)``).
@@ -35,7 +37,8 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +67,9 @@ __all__ = [
     "plot_head_classes",
     "plot_class_comparison",
     "plot_attention_change",
+    "check_previous_token_share",
+    "check_next_token_head",
+    "solutions",
 ]
 
 
@@ -150,7 +156,8 @@ def attention_data(model: Any, tokenizer: Any, text: str, text_pair: str | None 
         raise ValueError("attention_data needs a non-empty text, e.g. 'The cat sat on the mat.'")
     limit = max_length or getattr(model.config, "max_position_embeddings", 512)
     enc = tokenizer(text, text_pair, return_tensors="pt", truncation=True, max_length=limit)
-    batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    device = next(model.parameters()).device
+    batch = {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
     was_training = model.training
     model.eval()
     try:
@@ -159,7 +166,7 @@ def attention_data(model: Any, tokenizer: Any, text: str, text_pair: str | None 
             if not out.attentions or out.attentions[0] is None:
                 raise ValueError("The model returned no attention weights. Load transformers models with "
                                  "attn_implementation='eager' (the default 'sdpa' keeps no weights).")
-            attentions = torch.stack([a[0] for a in out.attentions]).float()  # L x (H, T, T) -> (L, H, T, T)
+            attentions = torch.stack([a[0] for a in out.attentions]).float().cpu()  # L x (H, T, T) -> (L, H, T, T)
             queries = keys = None
             if queries_and_keys:
                 layer_inputs = out.hidden_states[:-1]  # the input of layer i is hidden_states[i]
@@ -167,10 +174,10 @@ def attention_data(model: Any, tokenizer: Any, text: str, text_pair: str | None 
                     queries, keys = _queries_keys_transformers(model, layer_inputs)
                 else:
                     queries, keys = _queries_keys_bertbook(model, layer_inputs)
-                queries, keys = queries.float(), keys.float()
+                queries, keys = queries.float().cpu(), keys.float().cpu()
     finally:
         model.train(was_training)
-    ids = batch["input_ids"][0].tolist()
+    ids = enc["input_ids"][0].tolist()
     tokens = tokenizer.convert_ids_to_tokens(ids)
     sentence_b_start = None
     if text_pair is not None:  # the first token that belongs to the second text
@@ -319,7 +326,7 @@ def _display_tokens(tokens: list[str]) -> list[str]:
 
 
 def _data_for(source: Any, tokenizer: Any, text: str | None, text_pair: str | None,
-              queries_and_keys: bool) -> AttentionData:
+              queries_and_keys: bool, name: str = "") -> AttentionData:
     if isinstance(source, AttentionData):
         if queries_and_keys and source.queries is None:
             raise ValueError("The neuron view needs queries and keys: make the data with "
@@ -328,7 +335,7 @@ def _data_for(source: Any, tokenizer: Any, text: str | None, text_pair: str | No
     if tokenizer is None or text is None:
         raise ValueError("Pass an AttentionData, or a model with its tokenizer and a text: "
                          "head_view(model, tokenizer, 'The cat sat on the mat.').")
-    return attention_data(source, tokenizer, text, text_pair, queries_and_keys=queries_and_keys)
+    return attention_data(source, tokenizer, text, text_pair, queries_and_keys=queries_and_keys, name=name)
 
 
 def _pair_slices(data: AttentionData) -> list[tuple[str, str, slice, slice]]:
@@ -374,13 +381,14 @@ _FONT = "font-family:'Helvetica Neue', Helvetica, Arial, sans-serif;"
 
 
 def head_view(source: Any, tokenizer: Any = None, text: str | None = None, text_pair: str | None = None, *,
-              layer: int | None = None, heads: list[int] | None = None) -> View:
+              layer: int | None = None, heads: list[int] | None = None, name: str = "") -> View:
     """bertviz's head view, offline: one layer's heads as coloured lines between tokens (notebook 07).
 
     ``source`` is a model (then give ``tokenizer`` and ``text``, optionally ``text_pair``) or an
-    ``AttentionData``. ``layer`` selects the layer shown first; ``heads`` the heads switched on.
+    ``AttentionData``. ``layer`` selects the layer shown first; ``heads`` the heads switched on; ``name``
+    labels the model (default: its class).
     """
-    data = _data_for(source, tokenizer, text, text_pair, queries_and_keys=False)
+    data = _data_for(source, tokenizer, text, text_pair, queries_and_keys=False, name=name)
     _check_index("layer", layer, data.num_layers)
     for h in heads or []:
         _check_index("head", h, data.num_heads)
@@ -397,10 +405,10 @@ def head_view(source: Any, tokenizer: Any = None, text: str | None = None, text_
 
 def model_view(source: Any, tokenizer: Any = None, text: str | None = None, text_pair: str | None = None, *,
                layers: list[int] | None = None, heads: list[int] | None = None,
-               display_mode: str = "light") -> View:
+               display_mode: str = "light", name: str = "") -> View:
     """bertviz's model view, offline: a thumbnail of every head of every layer; click one to enlarge it
     (notebook 07). ``layers``/``heads`` keep a subset (long texts draw faster)."""
-    data = _data_for(source, tokenizer, text, text_pair, queries_and_keys=False)
+    data = _data_for(source, tokenizer, text, text_pair, queries_and_keys=False, name=name)
     layers = list(range(data.num_layers)) if layers is None else list(layers)
     heads_kept = list(range(data.num_heads)) if heads is None else list(heads)
     for i in layers:
@@ -435,12 +443,12 @@ def _neuron_params(data: AttentionData) -> dict:
 
 
 def neuron_view(source: Any, tokenizer: Any = None, text: str | None = None, text_pair: str | None = None, *,
-                layer: int = 0, head: int = 0, display_mode: str = "light") -> View:
+                layer: int = 0, head: int = 0, display_mode: str = "light", name: str = "") -> View:
     """bertviz's neuron view, offline: for one head, how a query vector meets every key vector, their
-    elementwise product, the dot product and the softmax (notebook 07). Click the ⊕ by a token on the left
-    to expand the computation.
+    elementwise product, the dot product and the softmax (notebook 07). Hover over a token on the left, then
+    click the "+" that appears to expand the computation.
     """
-    data = _data_for(source, tokenizer, text, text_pair, queries_and_keys=True)
+    data = _data_for(source, tokenizer, text, text_pair, queries_and_keys=True, name=name)
     _check_index("layer", layer, data.num_layers)
     _check_index("head", head, data.num_heads)
     if display_mode not in ("light", "dark"):
@@ -509,7 +517,7 @@ def head_stats(attentions: Any) -> HeadStats:
     a = _as_attentions(attentions)  # (L, H, T, T)
     T = a.shape[-1]
     p = a.clamp_min(1e-12)
-    entropy = -(a * p.log()).sum(-1).mean(-1)  # (L, H, T) -> (L, H)
+    entropy = -(a * p.log()).sum(-1).mean(-1) + 0.0  # (L, H, T) -> (L, H); + 0.0 turns -0.0 into 0.0
     pos = torch.arange(T, dtype=a.dtype)
     distance = (pos[:, None] - pos[None, :]).abs()  # (T, T): |i - j|
     mean_distance = (a * distance).sum(-1).mean(-1)  # (L, H, T) -> (L, H)
@@ -736,12 +744,14 @@ def plot_cls_attention(attentions: Any, tokens: Sequence[str] | None = None):
     return fig
 
 
-def _annotate(ax, values: np.ndarray, fmt: str) -> None:
+def _annotate(ax, values: np.ndarray, fmt: str, vmin: float | None = None, vmax: float | None = None) -> None:
+    """Write each value on its cell (small grids only), white on the darkest cells of the colour scale."""
     if values.size > 48:
         return
-    lo, hi = float(values.min()), float(values.max())
+    lo = float(values.min()) if vmin is None else vmin
+    hi = float(values.max()) if vmax is None else vmax
     for (i, j), v in np.ndenumerate(values):
-        dark = hi > lo and (v - lo) / (hi - lo) > 0.6  # white text on the darkest cells
+        dark = hi > lo and (v - lo) / (hi - lo) > 0.6
         ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7, color="white" if dark else "black")
 
 
@@ -829,15 +839,132 @@ def plot_attention_change(change: torch.Tensor, title: str = "attention change p
 
     v = torch.as_tensor(change).numpy()
     L, H = v.shape
+    vmax = max(0.05, float(v.max()))
     fig, ax = plt.subplots(figsize=(2.5 + 0.5 * H, 1.3 + 0.45 * L))
-    im = ax.imshow(v, cmap="Reds", vmin=0, vmax=max(0.05, float(v.max())), aspect="auto")
+    im = ax.imshow(v, cmap="Reds", vmin=0, vmax=vmax, aspect="auto")
     ax.grid(False)
     ax.set_xticks(range(H))
     ax.set_yticks(range(L))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    _annotate(ax, v, ".2f")
+    _annotate(ax, v, ".3f", 0.0, vmax)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="total variation distance")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. Exercise checkers (notebook 07)
+# ----------------------------------------------------------------------------------------------------------
+# A checker calls your function on fresh random attention, compares it with a reference and says in words
+# what is wrong. It prints a tick and returns True when every test passes; otherwise it raises an
+# AssertionError with the diagnosis or, with raise_on_error=False, prints it and returns False.
+
+def _previous_token_share(attentions: torch.Tensor) -> torch.Tensor:
+    a = _as_attentions(attentions)  # (L, H, T, T)
+    return a.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # entries a[i, i-1]: (L, H, T-1) -> (L, H)
+
+
+def _next_token_head(data: AttentionData) -> tuple[int, int]:
+    share = _as_attentions(data).diagonal(offset=1, dim1=-2, dim2=-1).mean(-1)  # a[i, i+1]: (L, H)
+    layer, head = divmod(int(share.argmax()), share.shape[1])
+    return layer, head
+
+
+solutions = SimpleNamespace(previous_token_share=_previous_token_share, next_token_head=_next_token_head)
+
+
+def _random_attention(g: torch.Generator, L: int, H: int, T: int) -> torch.Tensor:
+    return (torch.randn(L, H, T, T, generator=g) * 2).softmax(-1)  # (L, H, T, T), rows sum to 1
+
+
+def _check(name: str, tests: Callable[[], int], raise_on_error: bool) -> bool:
+    try:
+        n = tests()
+    except AssertionError as exc:
+        if raise_on_error:
+            raise
+        print(f"✗ {name}: {exc}")
+        return False
+    print(f"✓ {name}: passed {n} random tests.")
+    return True
+
+
+def _call(fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as exc:  # the learner's code failed: report it as a failed check, with the cause
+        raise AssertionError(f"your function raised {type(exc).__name__}: {exc}") from exc
+
+
+def check_previous_token_share(fn: Callable[[torch.Tensor], torch.Tensor], raise_on_error: bool = True,
+                               trials: int = 20) -> bool:
+    """Check ``fn(attentions (L, H, T, T)) -> (L, H)``: for every head, the attention a query gives to the token
+    just before it, averaged over the queries that have one (notebook 07, exercise 1)."""
+
+    def tests() -> int:
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+        for _ in range(trials):
+            L, H, T = (int(x) for x in torch.randint(1, 5, (3,), generator=g))
+            T += 2
+            a = _random_attention(g, L, H, T)
+            got, want = _call(fn, a.clone()), _previous_token_share(a)
+            if got is None:
+                raise AssertionError("your function returned None: return a tensor of shape (L, H).")
+            got = torch.as_tensor(got).float()
+            if got.shape != want.shape:
+                raise AssertionError(f"for attentions of shape {tuple(a.shape)} return one number per head, "
+                                     f"shape {tuple(want.shape)}; got {tuple(got.shape)}.")
+            if torch.allclose(got, want, atol=1e-5):
+                continue
+            if torch.allclose(got, a.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1), atol=1e-5):
+                raise AssertionError("that is the next token: row i (the query) looks at column i - 1 "
+                                     "(use diagonal offset -1).")
+            if torch.allclose(got, want * (T - 1) / T, atol=1e-5):
+                raise AssertionError(f"average over the {T - 1} queries that have a previous token, not all {T}.")
+            if torch.allclose(got, a.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1), atol=1e-5):
+                raise AssertionError("take the mean over the queries, not the sum.")
+            raise AssertionError("the shares differ from the average of a[l, h, i, i-1] over i = 1 .. T-1.")
+        return trials
+
+    return _check("previous-token share", tests, raise_on_error)
+
+
+def check_next_token_head(fn: Callable[[AttentionData], tuple[int, int]], raise_on_error: bool = True,
+                          trials: int = 20) -> bool:
+    """Check ``fn(data) -> (layer, head)``: the head that gives the most attention, on average, to the next
+    token (notebook 07, exercise 2)."""
+
+    def tests() -> int:
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+        for _ in range(trials):
+            L, H = (int(x) for x in torch.randint(2, 6, (2,), generator=g))
+            T = int(torch.randint(5, 12, (), generator=g))
+            a = _random_attention(g, L, H, T)
+            layer, head = (int(x) for x in torch.randint(0, 100, (2,), generator=g))
+            layer, head = layer % L, head % H
+            nxt = torch.zeros(T, T)
+            for i in range(T):
+                nxt[i, min(i + 1, T - 1)] = 1.0
+            a[layer, head] = 0.3 * a[layer, head] + 0.7 * nxt  # this head mostly looks one token ahead
+            tokens = ["[CLS]"] + [f"w{i}" for i in range(T - 2)] + ["[SEP]"]
+            data = AttentionData(tokens=tokens, attentions=a, name="random")
+            got = _call(fn, data)
+            try:
+                got = tuple(int(x) for x in got)
+            except TypeError:
+                raise AssertionError(f"return a pair (layer, head), got {got!r}.") from None
+            if got == (layer, head):
+                continue
+            if got == (head, layer):
+                raise AssertionError("layer and head are swapped: return (layer, head).")
+            prev = _as_attentions(data).diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # (L, H)
+            if got == divmod(int(prev.argmax()), H):
+                raise AssertionError("that head looks at the previous token: the next token of query i is "
+                                     "key i + 1 (diagonal offset +1).")
+            raise AssertionError(f"the head that attends most to the next token is {(layer, head)}, you "
+                                 f"returned {got}.")
+        return trials
+
+    return _check("next-token head", tests, raise_on_error)

@@ -357,3 +357,21 @@ def test_explorer_widget_follows_the_model(tiny_model, minilm):
     ex.sentence.value = ""
     assert "Type a sentence" in ex.summary.value
     plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------- exercises
+
+
+def test_checkers_accept_solutions_and_explain_mistakes(capsys):
+    assert viz.check_previous_token_share(viz.solutions.previous_token_share)
+    assert viz.check_next_token_head(viz.solutions.next_token_head)
+    next_share = lambda a: a.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1)  # noqa: E731
+    with pytest.raises(AssertionError, match="that is the next token"):
+        viz.check_previous_token_share(next_share)
+    with pytest.raises(AssertionError, match="queries that have a previous token"):
+        viz.check_previous_token_share(lambda a: a.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1) / a.shape[-1])
+    assert viz.check_previous_token_share(lambda a: None, raise_on_error=False) is False
+    assert "returned None" in capsys.readouterr().out
+    swapped = lambda d: viz.solutions.next_token_head(d)[::-1]  # noqa: E731
+    with pytest.raises(AssertionError, match="swapped|is \\("):
+        viz.check_next_token_head(swapped)
