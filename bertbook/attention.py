@@ -33,6 +33,7 @@ __all__ = [
     "scaled_dot_product_attention",
     "fused_attention",
     "MultiHeadSelfAttention",
+    "explore_attention",
 ]
 
 
@@ -173,3 +174,38 @@ class MultiHeadSelfAttention(nn.Module):
         else:
             heads, weights = fused_attention(q, k, v, mask, dropout_p=p), None  # (B, H, T, d_k)
         return self.out(self.merge_heads(heads)), weights  # (B, T, hidden)
+
+
+@torch.no_grad()
+def explore_attention(model: nn.Module, tokenizer, text: str, layer: int = 0, head: int = 0, scale: bool = True,
+                      use_padding_mask: bool = True, pad_to: int = 0) -> tuple[list[str], torch.Tensor]:
+    """One head's attention weights (T, T) on ``text``, with the scale and the padding mask switchable
+    (the notebook 02 widget). ``model`` is a bertbook model; ``pad_to`` appends [PAD] tokens up to that length.
+
+    The layers below ``layer`` run normally (with the mask); only the chosen layer's attention is recomputed
+    with your settings, so you see exactly what the switch changes.
+    """
+    bert = model.bert
+    n_layers, n_heads = len(bert.layers), bert.layers[0].attention.num_heads
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} does not exist: this model has {n_layers} layers (0..{n_layers - 1}).")
+    if not 0 <= head < n_heads:
+        raise ValueError(f"head {head} does not exist: each layer has {n_heads} heads (0..{n_heads - 1}).")
+    if not text.strip():
+        raise ValueError("type a sentence first: there is nothing to attend to.")
+    enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=bert.config.max_position_embeddings)
+    ids, am = enc["input_ids"], enc["attention_mask"]  # (1, T)
+    extra = max(0, min(pad_to, bert.config.max_position_embeddings) - ids.size(1))
+    if extra:
+        ids = torch.cat([ids, torch.full((1, extra), tokenizer.pad_token_id)], dim=1)  # (1, T + extra)
+        am = torch.cat([am, torch.zeros(1, extra, dtype=am.dtype)], dim=1)
+    device = next(model.parameters()).device
+    ids, am = ids.to(device), am.to(device)
+    was_training = model.training
+    model.eval()
+    x = bert(ids, am, output_hidden_states=True).hidden_states[layer]  # (1, T, D): this layer's input
+    model.train(was_training)
+    q, k, v = bert.layers[layer].attention.project_qkv(x)  # each (1, H, T, d_k)
+    mask = padding_mask(am) if use_padding_mask else None  # (1, 1, 1, T)
+    _, weights = scaled_dot_product_attention(q, k, v, mask, scale=scale)  # (1, H, T, T)
+    return tokenizer.convert_ids_to_tokens(ids[0].tolist()), weights[0, head].cpu()

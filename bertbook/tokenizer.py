@@ -75,8 +75,30 @@ def train_tokenizer(text: str | Iterable[str], vocab_size: int, min_frequency: i
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                         special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##",
                                         show_progress=False)
-    tok.train_from_iterator(_chunks(text) if isinstance(text, str) else text, trainer=trainer)
+    chunks = list(_chunks(text)) if isinstance(text, str) else list(text)
+    tok.train_from_iterator(chunks, trainer=trainer)
+    tok.model = _ordered_by_frequency(tok, chunks)
     return wrap_tokenizer(tok, model_max_length)
+
+
+def _ordered_by_frequency(tok, chunks: list[str]):
+    """The trained vocabulary renumbered: special tokens first, then pieces from the most to the least
+    frequent in the training text (ties alphabetically), so a small id means a common piece.
+
+    The trainer breaks ties between equally frequent pairs in an arbitrary order, so two trainings on the same
+    text can differ in a few rare pieces at the edge of the vocabulary. That is why the course trains once
+    and saves the tokenizer (``get_tokenizer``): every later notebook and checkpoint uses that file.
+    """
+    from tokenizers import models
+
+    counts = dict.fromkeys(tok.get_vocab(), 0)
+    for enc in tok.encode_batch(chunks, add_special_tokens=False):
+        for piece in enc.tokens:
+            counts[piece] += 1
+    rest = sorted((t for t in counts if t not in SPECIAL_TOKENS), key=lambda t: (-counts[t], t))
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + rest)}
+    return models.WordPiece(vocab=vocab, unk_token="[UNK]", continuing_subword_prefix="##",
+                            max_input_chars_per_word=100)
 
 
 def wrap_tokenizer(tok, model_max_length: int = 512):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bertbook.attention import (MultiHeadSelfAttention, extended_attention_mask, fused_attention, masked_softmax,
-                                padding_mask, scaled_dot_product_attention)
+from bertbook.attention import (MultiHeadSelfAttention, explore_attention, extended_attention_mask, fused_attention,
+                                masked_softmax, padding_mask, scaled_dot_product_attention)
 
 
 def test_masked_softmax_gives_zero_weight_to_masked_keys():
@@ -80,3 +80,33 @@ def test_multi_head_self_attention_shapes_and_paths():
 def test_heads_must_divide_the_width():
     with pytest.raises(ValueError, match="not divisible by num_attention_heads=5.*divides 64"):
         MultiHeadSelfAttention(64, 5)
+
+
+def test_explore_attention_switches_and_errors():
+    from bertbook.config import ModelConfig
+    from bertbook.model import BertModel
+    from bertbook.tokenizer import train_tokenizer
+
+    tok = train_tokenizer("the cat sat on the mat . the dog sat on the log .\n" * 20, vocab_size=60,
+                          min_frequency=1, model_max_length=16)
+    torch.manual_seed(5)
+    model = BertModel(ModelConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=16)).eval()
+    tokens, w = explore_attention(model, tok, "the cat sat", layer=1, head=1, pad_to=8)
+    assert tokens == ["[CLS]", "the", "cat", "sat", "[SEP]", "[PAD]", "[PAD]", "[PAD]"]
+    assert w.shape == (8, 8) and torch.all(w[:, 5:] == 0)
+    torch.testing.assert_close(w.sum(-1), torch.ones(8))
+    # it is the model's own attention when nothing is switched off
+    ids = tok("the cat sat", return_tensors="pt")["input_ids"]
+    ref = model(ids, output_attentions=True).attentions[1][0, 1]
+    torch.testing.assert_close(explore_attention(model, tok, "the cat sat", 1, 1)[1], ref)
+    _, unmasked = explore_attention(model, tok, "the cat sat", 1, 1, use_padding_mask=False, pad_to=8)
+    assert torch.all(unmasked[:, 5:] > 0)
+    _, unscaled = explore_attention(model, tok, "the cat sat", 1, 1, scale=False)
+    assert not torch.allclose(unscaled, ref)
+    with pytest.raises(ValueError, match="2 layers"):
+        explore_attention(model, tok, "the cat", layer=2)
+    with pytest.raises(ValueError, match="2 heads"):
+        explore_attention(model, tok, "the cat", head=-1)
+    with pytest.raises(ValueError, match="type a sentence"):
+        explore_attention(model, tok, "  ")
