@@ -32,7 +32,8 @@ import html
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from types import SimpleNamespace
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,9 @@ __all__ = [
     "mlm_loss",
     "mask_preview",
     "mask_widget",
+    "check_mlm_loss",
+    "check_unshuffle",
+    "solutions",
 ]
 
 IGNORE_INDEX = -100  # label of a position the loss skips (the convention of torch and transformers)
@@ -304,3 +308,107 @@ def mask_widget(tokenizer, text: str, mask_prob: float = 0.15):
         w.observe(refresh, names="value")
     refresh()
     return widgets.VBox([box, widgets.HBox([rate, seed]), strategy, out])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Exercises of notebook 04, with checkers (solutions in ``solutions``: try first!)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _mlm_loss_by_hand(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    chosen = labels != IGNORE_INDEX  # (B, T)
+    log_probs = logits[chosen].log_softmax(-1)  # (N, V)
+    return -log_probs.gather(-1, labels[chosen].unsqueeze(-1)).mean()  # mean of -log p(original token)
+
+
+def _unshuffle(segments: list[list[int]], label: int) -> list[list[int]]:
+    order = permutations(len(segments))[label]  # segment order[i] of the original was put at position i
+    original: list = [None] * len(segments)
+    for position, source in enumerate(order):
+        original[source] = segments[position]
+    return original
+
+
+solutions = SimpleNamespace(mlm_loss=_mlm_loss_by_hand, unshuffle=_unshuffle)
+
+
+def _check(name: str, tests: Callable[[], int], raise_on_error: bool) -> bool:
+    try:
+        n = tests()
+    except AssertionError as exc:
+        if raise_on_error:
+            raise
+        print(f"\u2717 {name}: {exc}")
+        return False
+    print(f"\u2713 {name}: passed {n} tests.")
+    return True
+
+
+def _call(fn: Callable, *args):
+    try:
+        return fn(*args)
+    except Exception as exc:  # the learner's code failed: a failed check, with the cause
+        raise AssertionError(f"your function raised {type(exc).__name__}: {exc}") from exc
+
+
+def check_mlm_loss(fn: Callable, raise_on_error: bool = True, trials: int = 10) -> bool:
+    """Check ``fn(logits (B, T, V), labels (B, T)) -> loss``: the mean of -log p(original token) over the
+    positions whose label is not -100 (notebook 04, exercise 1)."""
+
+    def tests() -> int:
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+        for _ in range(trials):
+            B, T, V = (int(x) for x in torch.randint(2, 9, (3,), generator=g))
+            logits = torch.randn(B, T, V, generator=g)
+            labels = torch.randint(0, V, (B, T), generator=g)
+            labels[torch.rand(B, T, generator=g) > 0.3] = IGNORE_INDEX
+            labels[0, 0] = 1  # at least one position to predict
+            got = _call(fn, logits.clone(), labels.clone())
+            want = _mlm_loss_by_hand(logits, labels)
+            if got is None:
+                raise AssertionError("your function returned None: return the loss, a scalar tensor.")
+            got = torch.as_tensor(got).float()
+            if got.numel() != 1:
+                raise AssertionError(f"return one number (the mean), got shape {tuple(got.shape)}.")
+            if torch.allclose(got, want, atol=1e-5):
+                continue
+            every = F.cross_entropy(logits.flatten(0, 1), labels.clamp_min(0).flatten())
+            if torch.allclose(got, every, atol=1e-5):
+                raise AssertionError("you scored every position: only those with a label other than -100 count.")
+            if torch.allclose(got, -want, atol=1e-5):
+                raise AssertionError("the sign is wrong: the loss is minus the log-probability.")
+            n = int((labels != IGNORE_INDEX).sum())
+            if torch.allclose(got, want * n, atol=1e-4):
+                raise AssertionError("take the mean over the predicted positions, not the sum.")
+            raise AssertionError("the value differs from the mean of -log softmax(logits)[label] over the "
+                                 "predicted positions (did you take log_softmax over the vocabulary axis?).")
+        return trials
+
+    return _check("MLM loss", tests, raise_on_error)
+
+
+def check_unshuffle(fn: Callable, raise_on_error: bool = True, trials: int = 20) -> bool:
+    """Check ``fn(shuffled_segments, label) -> original_segments`` for the msc objective (notebook 04,
+    exercise 2)."""
+
+    def tests() -> int:
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+        for _ in range(trials):
+            k = int(torch.randint(2, 5, (1,), generator=g))
+            original = [[10 * i + j for j in range(int(torch.randint(1, 4, (1,), generator=g)))] for i in range(k)]
+            label = int(torch.randint(0, math.factorial(k), (1,), generator=g))
+            shuffled, _ = msc_shuffle(original, permutations(k)[label])
+            got = _call(fn, [list(s) for s in shuffled], label)
+            if got is None:
+                raise AssertionError("your function returned None: return the list of segments in their "
+                                     "original order.")
+            if [list(s) for s in got] == original:
+                continue
+            order = permutations(k)[label]
+            if [list(s) for s in got] == [shuffled[i] for i in order]:
+                raise AssertionError("you applied the permutation again instead of undoing it: the segment at "
+                                     "position i came from position order[i] of the original.")
+            raise AssertionError(f"for label {label} (order {order}) the original is {original}, got {got}.")
+        return trials
+
+    return _check("unshuffle", tests, raise_on_error)

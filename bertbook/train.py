@@ -27,6 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -59,6 +60,9 @@ __all__ = [
     "experiment_panel",
     "model_flops_per_token",
     "compute_estimate",
+    "check_warmup_linear",
+    "check_no_decay",
+    "solutions",
     "cli_pretrain",
 ]
 
@@ -74,11 +78,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     Decay pulls weights towards 0; for a bias or a LayerNorm gain that is only harm (BERT's optimizer
     excludes them too). Parameters that are frozen (``requires_grad=False``) are left out. Notebook 05.
     """
-    decay, no_decay = [], []
+    decay, no_decay, seen = [], [], set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in seen:  # a tied matrix (embeddings = output layer) once
                 continue
+            seen.add(id(p))
             if isinstance(module, nn.LayerNorm) or name.endswith("bias") or p.dim() < 2:
                 no_decay.append(p)
             else:
@@ -856,7 +861,78 @@ def compute_estimate(preset, vocab_size: int | None = None, flops_per_s: float |
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 8. Command line: python -m bertbook pretrain --preset P --out DIR [--resume]
+# 8. Exercises of notebook 05, with checkers (solutions in ``solutions``: try first!)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
+    if step < warmup_steps:
+        return step / warmup_steps
+    return max(0.0, (total_steps - step) / (total_steps - warmup_steps))
+
+
+def _no_decay_names(model: nn.Module) -> set[str]:
+    names = set()
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if isinstance(module, nn.LayerNorm) or name == "bias":
+                names.add(f"{module_name}.{name}" if module_name else name)
+    return names
+
+
+solutions = SimpleNamespace(warmup_linear=_warmup_linear, no_decay_names=_no_decay_names)
+
+
+def check_warmup_linear(fn: Callable[[int, int, int], float], raise_on_error: bool = True) -> bool:
+    """Check ``fn(step, warmup_steps, total_steps) -> factor``: linear warmup from 0 to 1, then linear decay
+    to 0 at ``total_steps`` (notebook 05, exercise 1)."""
+    from .masking import _call, _check
+
+    def tests() -> int:
+        n = 0
+        for warmup, total in ((10, 100), (1, 7), (0, 20), (30, 31)):
+            for step in range(total + 1):
+                got, want = _call(fn, step, warmup, total), _warmup_linear(step, warmup, total)
+                n += 1
+                if got is None:
+                    raise AssertionError("your function returned None: return a float between 0 and 1.")
+                if abs(float(got) - want) > 1e-9:
+                    raise AssertionError(f"at step {step} of {total} with {warmup} warmup steps the factor is "
+                                         f"{want:.4f}, got {float(got):.4f}"
+                                         + (" (warmup_steps=0 means no warmup)" if warmup == 0 else "") + ".")
+        return n
+
+    return _check("warmup + linear decay", tests, raise_on_error)
+
+
+def check_no_decay(fn: Callable[[nn.Module], set], raise_on_error: bool = True) -> bool:
+    """Check ``fn(model) -> set of parameter names`` that get no weight decay: every bias and every
+    LayerNorm parameter (notebook 05, exercise 2)."""
+    from .config import ModelConfig
+    from .masking import _call, _check
+    from .model import BertForMaskedLM
+
+    def tests() -> int:
+        model = BertForMaskedLM(ModelConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2,
+                                            num_attention_heads=2, intermediate_size=16,
+                                            max_position_embeddings=16))
+        got, want = _call(fn, model), _no_decay_names(model)
+        if got is None:
+            raise AssertionError("your function returned None: return a set of names from "
+                                 "model.named_parameters().")
+        got = set(got)
+        missing, extra = sorted(want - got), sorted(got - want)
+        if missing:
+            raise AssertionError(f"{len(missing)} parameters should not decay but are missing, e.g. {missing[0]}.")
+        if extra:
+            raise AssertionError(f"{len(extra)} weight matrices would lose their decay, e.g. {extra[0]}.")
+        return len(want)
+
+    return _check("no-decay parameters", tests, raise_on_error)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 9. Command line: python -m bertbook pretrain --preset P --out DIR [--resume]
 # ---------------------------------------------------------------------------------------------------------
 
 

@@ -163,3 +163,17 @@ def test_mask_preview(tok):
         masking.mask_preview("text", tok, 5.0)
     html = masking.mask_preview("a b c d e f g", tok, 0.9, html_output=True)["text"]
     assert "<b style" in html
+
+
+def test_exercise_checkers(capsys):
+    assert masking.check_mlm_loss(masking.solutions.mlm_loss)
+    assert masking.check_unshuffle(masking.solutions.unshuffle)
+    assert not masking.check_mlm_loss(lambda logits, labels: None, raise_on_error=False)
+    every = lambda logits, labels: F.cross_entropy(logits.flatten(0, 1), labels.clamp_min(0).flatten())  # noqa: E731
+    assert not masking.check_mlm_loss(every, raise_on_error=False)
+    assert "only those with a label" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="sign"):
+        masking.check_mlm_loss(lambda logits, labels: -masking.solutions.mlm_loss(logits, labels))
+    again = lambda segs, label: [segs[i] for i in masking.permutations(len(segs))[label]]  # noqa: E731
+    with pytest.raises(AssertionError):
+        masking.check_unshuffle(again)

@@ -189,3 +189,14 @@ def test_cli_pretrain(P, tmp_path, capsys):
     assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4", "--resume"]) == 0
     assert train.cli_pretrain(args + ["--set", "nonsense"]) == 2
     assert "GROUP.FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_exercise_checkers(capsys):
+    assert train.check_warmup_linear(train.solutions.warmup_linear)
+    assert train.check_no_decay(train.solutions.no_decay_names)
+    assert not train.check_warmup_linear(lambda s, w, t: s / w if s < w else 1.0, raise_on_error=False)
+    assert "at step" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="should not decay"):
+        train.check_no_decay(lambda model: {n for n, _ in model.named_parameters() if n.endswith("bias")})
+    with pytest.raises(AssertionError, match="lose their decay"):
+        train.check_no_decay(lambda model: {n for n, _ in model.named_parameters()})
