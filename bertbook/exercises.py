@@ -45,6 +45,35 @@ def _wordpiece(word: str, vocab) -> list[str]:
     return pieces
 
 
+def _wordpiece_shortest(word: str, vocab, prefix: str = "##") -> list[str]:
+    """A typical mistake, for the checker's diagnosis: the shortest match instead of the longest."""
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(start + 1, len(word) + 1):
+            piece = word[start:end] if start == 0 else prefix + word[start:end]
+            if piece in vocab:
+                break
+        else:
+            return ["[UNK]"]
+        pieces.append(piece)
+        start = end
+    return pieces
+
+
+def _wordpiece_no_prefix(word: str, vocab) -> list[str]:
+    """Another typical mistake: looking up every piece without the '##' continuation prefix."""
+    pieces, start = [], 0
+    while start < len(word):
+        end = len(word)
+        while end > start and word[start:end] not in vocab:
+            end -= 1
+        if end == start:
+            return ["[UNK]"]
+        pieces.append(word[start:end])
+        start = end
+    return pieces
+
+
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=-1)
@@ -134,12 +163,12 @@ def check_wordpiece(fn: Callable[[str, set], list[str]], raise_on_error: bool = 
             if got == want:
                 continue
             hint = ""
-            if "[UNK]" in want and got != ["[UNK]"]:
-                hint = " When some part of the word matches nothing, the whole word becomes ['[UNK]']."
-            elif any(p.startswith("##") for p in want) and not any(p.startswith("##") for p in got):
+            if got == _wordpiece_shortest(word, vocab):
+                hint = " Try the longest candidate first (shrink it from the right), not the shortest."
+            elif got == _wordpiece_no_prefix(word, vocab):
                 hint = " Pieces after the first start with '##' and must be looked up with that prefix."
-            elif len(got) > len(want):
-                hint = " Try the longest candidate first (shrink from the right), not the shortest."
+            elif "[UNK]" in want and got != ["[UNK]"]:
+                hint = " When some part of the word matches nothing, the whole word becomes ['[UNK]']."
             raise AssertionError(f"for the word {word!r} with vocabulary {sorted(vocab)} you gave {got}, "
                                  f"expected {want}.{hint}")
         return trials
