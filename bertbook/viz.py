@@ -259,10 +259,10 @@ def _libraries_script() -> str:
     return "<script type=\"text/javascript\">\n" + "\n".join(parts) + "\n</script>\n"
 
 
-# bertviz template -> the text changes that make it offline and safe to repeat on a page:
-# (pattern, replacement, view); each must match exactly once, so a changed bertviz template fails loudly.
-_HEADER = re.compile(r"require\.config\(\{.*?\}\);\s*requirejs\(\s*\['jquery',\s*'d3'\],\s*function\s*\(\$,\s*d3\)\s*\{",
-                     re.DOTALL)
+# The header every bertviz template starts with: the CDN paths for require.js, then the call that loads
+# them. Each text change below must match exactly once, so a changed bertviz template fails loudly.
+_HEADER = re.compile(r"require\.config\(\{.*?\}\);\s*"
+                     r"requirejs\(\s*\['jquery',\s*'d3'\],\s*function\s*\(\$,\s*d3\)\s*\{", re.DOTALL)
 
 
 def _template(view: str) -> str:
@@ -273,7 +273,8 @@ def _template(view: str) -> str:
 
 def _safe_json(value: Any) -> str:
     """JSON that can sit inside a <script> element (no '</script>' from a token can end it)."""
-    return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _patch(source: str, pattern: str | re.Pattern, replacement: str, view: str) -> str:

@@ -118,6 +118,8 @@ def test_saved_views_render_offline(tmp_path):
 @pytest.fixture
 def jupyterlab(tmp_path):
     """A JupyterLab server on 127.0.0.1 serving a copy of notebook 07; yields (url, token)."""
+    _require_browser()  # skip before starting a server nobody will look at
+    pytest.importorskip("jupyterlab", reason="JupyterLab (the lab extra) is needed")
     root = tmp_path / "lab"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
