@@ -197,12 +197,15 @@ def check_masked_softmax(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
             if torch.isnan(got).any():
                 raise AssertionError("the weights contain NaN: fill masked scores with a very negative number "
                                      "(torch.finfo(dtype).min), not -inf minus -inf.")
-            if not torch.allclose(got.sum(-1), torch.ones(B, H, T), atol=1e-5):
-                raise AssertionError("each row of weights must sum to 1: take the softmax over the last axis "
-                                     "(dim=-1), the keys.")
             if (got.masked_select(~mask.expand_as(got)).abs() > 1e-6).any():
                 raise AssertionError("padded keys (mask False) still get weight: fill their scores with a very "
                                      "negative number before the softmax.")
+            if not torch.allclose(got.sum(-1), torch.ones(B, H, T), atol=1e-5):
+                if _close(got, torch.softmax(scores, -1) * mask):
+                    raise AssertionError("zeroing the padded weights after the softmax leaves rows that no longer "
+                                         "sum to 1: mask the scores before the softmax instead.")
+                raise AssertionError("each row of weights must sum to 1: take the softmax over the last axis "
+                                     "(dim=-1), the keys.")
             if not _close(got, want):
                 raise AssertionError("the weights of real keys differ from softmax(scores) over the real keys.")
         return trials

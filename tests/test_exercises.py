@@ -67,6 +67,7 @@ def test_wordpiece_checker_rejects(wrong, message):
 
 @pytest.mark.parametrize("wrong, message", [
     (lambda s, m: torch.softmax(s, -1), "padded keys"),
+    (lambda s, m: torch.softmax(s, -1) * m, "after the softmax"),
     (lambda s, m: torch.softmax(s.masked_fill(~m, float("-inf")), -2), "sum to 1|NaN"),
     (lambda s, m: torch.softmax(s * m, -1), "padded keys"),
     (lambda s, m: torch.softmax(s, -1)[..., 0], "same shape"),
