@@ -658,19 +658,26 @@ def bow_row(P: Preset, task: str, data: dict | None = None, train_examples: int 
 
 
 def results_table(P: Preset, tasks: Sequence[str] = TASKS, rows: Sequence[str] = ("bow", "random", "pretrained", "minilm"),
-                  verbose: bool = True) -> list[dict]:
+                  reuse: Sequence[dict] = (), verbose: bool = True) -> list[dict]:
     """The results table on the current preset: one row per (task, model). Taught in notebook 06.
 
     Rows: ``bow`` (a), ``random`` (b: bertbook from random initialisation), ``pretrained`` (c: bertbook
     pretrained in notebook 05), ``minilm`` (d). Every row states the preset, the training examples, the
     seconds it took and the machine. Fine-tuned models are saved in ``artifacts/<preset>/finetune-<task>-<row>``.
+    ``reuse``: records computed earlier in this session (same preset, default settings) that are taken as
+    they are instead of being run again.
     """
+    done = {(r["task"], r["model"]): r for r in reuse if r["preset"] == P.name}
     table = []
     for task in tasks:
-        splits = task_data(P, task)
+        splits = None
         for row in rows:
+            if (task, row) in done:
+                table.append(done[(task, row)])
+                continue
             if verbose:
                 print(f"--- {task}: {MODEL_NAMES.get(row, row)}", flush=True)
+            splits = splits or task_data(P, task)
             if row == "bow":
                 rec = bow_row(P, task, splits)
             elif row in ("random", "pretrained", "minilm"):
@@ -703,24 +710,30 @@ def render_markdown(rows: Sequence[dict]) -> str:
 
 
 def curve_sizes(P: Preset, available: int | None = None) -> list[int]:
-    """Training-set sizes for the learning curve, scaled from the preset: n/8, n/2 and 2n
-    (laptop: 500, 2,000, 8,000 reviews), never more than ``available``."""
-    n = P.finetune.train_examples or (available or 0) // 2
-    sizes = sorted({max(P.finetune.batch_size, n // 8), max(P.finetune.batch_size, n // 2), 2 * n})
+    """Training-set sizes for the learning curve, scaled from the preset: n/8, n/2 and n, with n the
+    preset's ``train_examples`` (laptop: 500, 2,000, 4,000 reviews), never more than ``available``."""
+    n = P.finetune.train_examples or (available or 0)
+    sizes = sorted({max(P.finetune.batch_size, n // 8), max(P.finetune.batch_size, n // 2), n})
     return [s for s in sizes if available is None or s <= available] or [min(sizes)]
 
 
 def learning_curve(P: Preset, sizes: Sequence[int] | None = None, task: str = "imdb", init: str = "minilm",
-                   verbose: bool = True) -> list[dict]:
+                   reuse: Sequence[dict] = (), verbose: bool = True) -> list[dict]:
     """Test accuracy against the number of training examples (MiniLM by default), with the time of each.
 
     Pretraining pays off most when labels are few: the curve shows how many labelled reviews a
-    pretrained model needs. Taught in notebook 06.
+    pretrained model needs. ``reuse``: records already computed (e.g. the results table's row for the
+    full training set), taken as they are. Taught in notebook 06.
     """
     available = len(_load(task, P.finetune.seed)["train"])
     sizes = list(sizes) if sizes else curve_sizes(P, available)
+    done = {r["train_examples"]: r for r in reuse
+            if (r["task"], r["model"], r["preset"]) == (task, init, P.name)}
     rows = []
     for n in sizes:
+        if n in done:
+            rows.append(done[n])
+            continue
         if verbose:
             print(f"--- {task}, {init}, {n} training examples", flush=True)
         run = run_finetune(P, task, init, out=None, train_examples=n, verbose=verbose)
@@ -936,19 +949,36 @@ def cli_results(argv: list[str]) -> int:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--rows", nargs="+", choices=list(MODEL_NAMES), default=list(MODEL_NAMES))
     parser.add_argument("--curve", action="store_true", help="also the MiniLM learning curve on IMDB")
+    parser.add_argument("--curve-sizes", nargs="+", type=int, default=None,
+                        help="training-set sizes of the curve (default: n/8, n/2, n of the preset)")
     parser.add_argument("--out", type=Path, default=None, help="write the table to FILE.md or FILE.json")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     P = get_preset(args.preset)
-    rows = results_table(P, args.tasks, args.rows, verbose=not args.quiet)
-    curve = learning_curve(P, verbose=not args.quiet) if args.curve else []
-    text = render_markdown(rows) + (f"\nMiniLM learning curve (IMDB)\n\n{render_markdown(curve)}" if curve else "")
+    rows: list[dict] = []
+    curve: list[dict] = []
+
+    def write() -> str:
+        text = render_markdown(rows) + (f"\nMiniLM learning curve (IMDB)\n\n{render_markdown(curve)}" if curve else "")
+        if args.out is not None:  # rewritten after every row, so a long run keeps what it finished
+            if args.out.suffix == ".json":
+                _write_atomic(args.out, json.dumps({"results": rows, "learning_curve": curve}, indent=2,
+                                                   default=_jsonable) + "\n")
+            else:
+                _write_atomic(args.out, text)
+        return text
+
+    for task in args.tasks:
+        for row in args.rows:
+            rows += results_table(P, [task], [row], verbose=not args.quiet)
+            write()
+    if args.curve:
+        available = len(_load("imdb", P.finetune.seed)["train"])
+        for n in args.curve_sizes or curve_sizes(P, available):
+            curve += learning_curve(P, [n], reuse=rows, verbose=not args.quiet)
+            write()
+    text = write()
     if args.out is not None:
-        if args.out.suffix == ".json":
-            _write_atomic(args.out, json.dumps({"results": rows, "learning_curve": curve}, indent=2,
-                                               default=_jsonable) + "\n")
-        else:
-            _write_atomic(args.out, text)
         print(f"wrote {args.out}")
     print(text)
     return 0
