@@ -47,8 +47,8 @@ def peak_flops(device_name: str) -> float:
     return 0.0
 
 
-def _config(layers: int, hidden: int, heads: int, seq: int) -> ModelConfig:
-    return ModelConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+def _config(layers: int, hidden: int, heads: int, seq: int, vocab: int = VOCAB) -> ModelConfig:
+    return ModelConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                        intermediate_size=4 * hidden, max_position_embeddings=max(512, seq))
 
 
@@ -102,7 +102,7 @@ def _trainer(model, batch: dict, masked_only: bool | None, dtype: torch.dtype | 
 
 
 def bench_models(name: str, layers: int, hidden: int, heads: int, device: str = "cpu", batch: int = BATCH,
-                 seq: int = SEQ, steps: int = 5, warmup: int = 2, repeats: int = 3) -> dict:
+                 seq: int = SEQ, steps: int = 5, warmup: int = 2, repeats: int = 3, vocab: int = VOCAB) -> dict:
     """Training tokens/s of bertbook and transformers for one config on one device (best of ``repeats``)."""
     import transformers
 
@@ -111,7 +111,7 @@ def bench_models(name: str, layers: int, hidden: int, heads: int, device: str = 
     from .train import autocast_dtype, model_flops_per_token
 
     dev = torch.device(device)
-    cfg = _config(layers, hidden, heads, seq)
+    cfg = _config(layers, hidden, heads, seq, vocab)
     torch.manual_seed(0)
     ours = BertForMaskedLM(cfg).to(dev).train()
     hf = transformers.BertForMaskedLM(to_hf_config(cfg, attn_implementation="sdpa")).to(dev).train()
@@ -125,7 +125,8 @@ def bench_models(name: str, layers: int, hidden: int, heads: int, device: str = 
         for k, step in runs.items():
             best[k] = min(best[k], time_training(step, dev, steps))
     tokens = batch * seq * steps
-    row = {"device": dev.type, "config": name, "batch": batch, "seq": seq, "dtype": "bf16" if dtype else "fp32",
+    row = {"device": dev.type, "config": name, "batch": batch, "seq": seq, "vocab": vocab,
+           "dtype": "bf16" if dtype else "fp32",
            "bertbook_tok_s": tokens / best["bertbook"], "transformers_tok_s": tokens / best["transformers"]}
     row["ratio"] = row["bertbook_tok_s"] / row["transformers_tok_s"]
     if dev.type == "cuda":
@@ -142,28 +143,39 @@ def bench_models(name: str, layers: int, hidden: int, heads: int, device: str = 
     return row
 
 
-def bench_tokenization(max_chars: int = 0) -> dict:
+def bench_tokenization(preset=None, max_chars: int = 0) -> dict:
     """Throughput of the pipeline's first step (paragraphs -> sentences -> fast WordPiece -> ids on disk)
-    on gutenberg-small with the bert-base-uncased vocabulary (30,522 entries, shipped with MiniLM)."""
+    on the preset's corpus, with the bert-base-uncased vocabulary (30,522 entries, shipped with MiniLM), or
+    the preset's own tokenizer where MiniLM is not installed."""
     from . import data
+    from .config import get_preset
     from .corpus import build_cache, iter_paragraphs
-    from .pretrained import minilm_path
-    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
-    text = data.load_corpus("gutenberg-small", "train", max_chars=max_chars)
+    P = preset or get_preset()
+    try:
+        from transformers import AutoTokenizer
+
+        from .pretrained import minilm_path
+
+        tok, tok_name = AutoTokenizer.from_pretrained(str(minilm_path())), "bert-base-uncased vocabulary"
+    except ImportError:
+        from .tokenizer import get_tokenizer
+
+        tok, tok_name = get_tokenizer(P), f"the {P.name!r} preset's tokenizer"
+    text = data.load_corpus(P.data.corpus, "train", max_chars=max_chars, shards=P.data.large_shards)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         cache = build_cache(iter_paragraphs([text]), tok, Path(tmp) / "cache", progress=False)
         seconds = time.perf_counter() - t0
         n_tokens = cache.n_tokens
-    return {"chars": len(text), "tokens": n_tokens, "seconds": seconds, "mb_s": len(text) / seconds / 1e6,
-            "tokens_s": n_tokens / seconds, "threads": os.environ.get("RAYON_NUM_THREADS", "all cores")}
+    return {"corpus": P.data.corpus, "tokenizer": tok_name, "vocab": len(tok), "chars": len(text),
+            "tokens": n_tokens, "seconds": seconds, "mb_s": len(text) / seconds / 1e6, "tokens_s": n_tokens / seconds}
 
 
 def run_bench(devices: list[str], quick: bool = False, repeats: int = 3, steps: int = 5,
-              gpu_batch: int = 256) -> dict:
-    """Every config on every device, then the tokenization throughput."""
+              gpu_batch: int = 256, tokenize_chars: int = 0) -> dict:
+    """Every config on every device, then the tokenization throughput (on ``tokenize_chars`` characters of
+    the current preset's corpus; 0 = all of gutenberg-small or the preset's shards)."""
     from .course import machine
 
     rows = []
@@ -174,12 +186,12 @@ def run_bench(devices: list[str], quick: bool = False, repeats: int = 3, steps: 
         for name, (layers, hidden, heads) in configs.items():
             batch = gpu_batch if name == GPU_CONFIG[0] else BATCH
             if quick:
-                rows.append(bench_models(name, layers, hidden, heads, device, batch=4, seq=32, steps=1, warmup=1,
-                                         repeats=1))
+                rows.append(bench_models(f"L{layers}/H{hidden // 4} (quick)", layers, hidden // 4, heads, device,
+                                         batch=4, seq=32, steps=1, warmup=1, repeats=1, vocab=1000))
             else:
                 rows.append(bench_models(name, layers, hidden, heads, device, batch=batch, steps=steps,
                                          repeats=repeats))
-    tokenization = bench_tokenization(200_000 if quick else 0)
+    tokenization = bench_tokenization(None, 200_000 if quick else tokenize_chars)
     return {"machine": machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "quick": quick, "models": rows, "tokenization": tokenization}
 
@@ -189,18 +201,18 @@ def format_table(result: dict) -> str:
     lines = [f"Training tokens/s, bertbook vs transformers.BertForMaskedLM (same config, packed batch, AdamW; "
              f"best of repeats) on {result['machine']}, torch {result['torch']}, {result['threads']} threads"
              + (" [--quick: tiny batches, not a measurement]" if result["quick"] else ""), "",
-             "| device | config | batch x seq | bertbook tok/s | transformers tok/s | ratio | MFU (ours / HF) |",
+             "| device | config | batch x seq, vocab | bertbook tok/s | transformers tok/s | ratio | MFU (ours / HF) |",
              "|---|---|---|---:|---:|---:|---|"]
     for r in result["models"]:
         mfu = ""
         if r.get("bertbook_mfu") is not None:
             mfu = f"{r['bertbook_mfu']:.0%} / {r['transformers_mfu']:.0%} of {r['peak_tflops']:.0f} TFLOP/s"
-        lines.append(f"| {r['device']} {r['dtype']} | {r['config']} | {r['batch']} x {r['seq']} | "
+        lines.append(f"| {r['device']} {r['dtype']} | {r['config']} | {r['batch']} x {r['seq']}, {r['vocab']} | "
                      f"{r['bertbook_tok_s']:,.0f} | {r['transformers_tok_s']:,.0f} | {r['ratio']:.2f}x | {mfu} |")
     t = result["tokenization"]
     lines += ["", f"Tokenization (sentence split + fast WordPiece + ids to disk): {t['mb_s']:.2f} MB/s, "
-                  f"{t['tokens_s'] / 1e6:.2f} M tokens/s ({t['chars'] / 1e6:.1f} M characters of gutenberg-small "
-                  f"in {t['seconds']:.1f} s)"]
+                  f"{t['tokens_s'] / 1e6:.2f} M tokens/s ({t['chars'] / 1e6:.1f} M characters of {t['corpus']} "
+                  f"in {t['seconds']:.1f} s, {t['tokenizer']})"]
     return "\n".join(lines)
 
 
@@ -212,17 +224,20 @@ def cli_bench(argv: list[str]) -> int:
     parser.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
                         help="all = the CPU, and CUDA when present")
     parser.add_argument("--json", action="store_true", help="print the results as JSON (last line)")
-    parser.add_argument("--quick", action="store_true", help="tiny batches: checks the command, measures nothing")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny models and batches: checks that the command works, measures nothing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
     parser.add_argument("--gpu-batch", type=int, default=256, help="batch of the BERT-base row on CUDA")
+    parser.add_argument("--tokenize-chars", type=int, default=0,
+                        help="characters of the preset's corpus to tokenize (0 = all of it)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but no CUDA device is available here.", file=__import__("sys").stderr)
         return 2
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
-    result = run_bench(devices, args.quick, args.repeats, args.steps, args.gpu_batch)
+    result = run_bench(devices, args.quick, args.repeats, args.steps, args.gpu_batch, args.tokenize_chars)
     print(format_table(result))
     if args.json:
         print(json.dumps(result))

@@ -90,9 +90,20 @@ def iter_paragraphs(chunks: Iterable[str], max_chars: int = 0) -> Iterator[str]:
 
 
 def encode_sentences(sentences: list[str], tokenizer) -> list[list[int]]:
-    """Token ids of each sentence, no special tokens, in one batched call of the fast tokenizer."""
-    return tokenizer(sentences, add_special_tokens=False, return_attention_mask=False,
-                     return_token_type_ids=False, verbose=False)["input_ids"]
+    """Token ids of each sentence, no special tokens, in one batched call of the fast tokenizer.
+
+    The Rust tokenizer behind ``tokenizer`` (``backend_tokenizer``) is called directly: the same ids as
+    ``tokenizer(sentences, add_special_tokens=False)["input_ids"]``, without building Python objects for
+    attention masks and offsets, on all cores."""
+    backend = tokenizer.backend_tokenizer
+    if backend.padding is not None or backend.truncation is not None:  # e.g. MiniLM's pads to 128
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(backend.to_str())  # a copy: the caller's tokenizer is left as it was
+        backend.no_padding()
+        backend.no_truncation()
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # fast: no character offsets
+    return [e.ids for e in encode(sentences, add_special_tokens=False)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,10 +273,12 @@ class PretrainData:
 
     def windows(self, first: int, count: int) -> np.ndarray:
         """Window numbers of examples ``first .. first+count-1`` of the endless shuffled stream."""
+        index = first + np.arange(count)
+        epochs, positions = index // self.n_examples, index % self.n_examples
         out = np.empty(count, dtype=np.int64)
-        for i in range(count):
-            epoch, pos = divmod(first + i, self.n_examples)
-            out[i] = int(self._permutation(epoch)[pos])
+        for epoch in np.unique(epochs):  # one epoch, or two when the examples straddle a boundary
+            here = epochs == epoch
+            out[here] = self._permutation(int(epoch)).numpy()[positions[here]]
         return out
 
     def batch(self, step: int, index: int = 0, per_step: int = 1) -> dict[str, torch.Tensor]:

@@ -54,6 +54,7 @@ __all__ = [
     "get_pretrained",
     "fill_mask",
     "live_plot",
+    "experiment_steps",
     "experiment_settings",
     "run_experiment",
     "plot_runs",
@@ -679,6 +680,11 @@ def live_plot(title: str = "pretraining", every_s: float = 1.0) -> Callable[[dic
 # ---------------------------------------------------------------------------------------------------------
 
 
+def experiment_steps(preset) -> int:
+    """Steps of a short experiment: a tenth of the preset's run (at least 10, at most the whole run)."""
+    return min(preset.pretrain.max_steps, max(10, round(preset.pretrain.max_steps / 10)))
+
+
 def experiment_settings(preset, learning_rate: float | None = None, mask_prob: float | None = None,
                         layers: int | None = None, heads: int | None = None, width: int | None = None,
                         steps: int | None = None, sentence_objective: str | None = None) -> dict:
@@ -706,10 +712,10 @@ def experiment_settings(preset, learning_rate: float | None = None, mask_prob: f
     if sentence_objective is not None:
         changes["pretrain.sentence_objective"] = sentence_objective
     preset.override(**changes)  # raises ConfigError with the reason if the combination is impossible
-    steps = changes.get("pretrain.max_steps", preset.pretrain.max_steps)
-    if steps > 20 * preset.pretrain.max_steps:
-        raise ConfigError(f"{steps} steps is far beyond this preset's {preset.pretrain.max_steps}: a short "
-                          f"experiment should take seconds to minutes. Use pretrain() for long runs.")
+    steps = changes.get("pretrain.max_steps", experiment_steps(preset))
+    if steps > preset.pretrain.max_steps:
+        raise ConfigError(f"{steps} steps is more than this preset's whole run ({preset.pretrain.max_steps}): a "
+                          f"short experiment should be shorter. Use pretrain() for long runs.")
     return changes
 
 
@@ -723,14 +729,16 @@ def _describe(changes: dict) -> str:
 
 
 def run_experiment(preset, label: str | None = None, **settings) -> dict:
-    """Pretrain briefly with some settings changed (keywords of :func:`experiment_settings`) and return
-    ``{"label", "settings", "history"}`` (notebooks 04 and 05). Each run evaluates at its end; a finished run
-    with the same settings is reused from ``artifacts/<preset>/experiments``."""
+    """Pretrain briefly with some settings changed (keywords of :func:`experiment_settings`; by default
+    :func:`experiment_steps` steps) and return ``{"label", "settings", "history"}`` (notebooks 04 and 05).
+    Each run evaluates at its end; a finished run with the same settings is reused from
+    ``artifacts/<preset>/experiments``."""
     from .paths import artifacts_dir
 
     changes = experiment_settings(preset, **settings)
-    steps = changes.get("pretrain.max_steps", preset.pretrain.max_steps)
-    P = preset.override(**changes, **{"pretrain.eval_every": steps, "pretrain.checkpoint_every": steps})
+    steps = changes.get("pretrain.max_steps", experiment_steps(preset))
+    P = preset.override(**{**changes, "pretrain.max_steps": steps, "pretrain.eval_every": steps,
+                           "pretrain.checkpoint_every": steps})
     key = hashlib.sha256(json.dumps(_flatten(P.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[:12]
     history = pretrain(P, artifacts_dir(P.name, "experiments", key), resume=True, progress=False, verbose=False)
     return {"label": label or _describe(changes), "settings": changes, "history": history}
@@ -781,8 +789,8 @@ def experiment_panel(preset, runs: list[dict] | None = None):
     heads = widgets.IntSlider(value=m.num_attention_heads, min=1, max=16, description="heads", style=style)
     width = widgets.IntSlider(value=m.hidden_size, min=16, max=max(768, m.hidden_size), step=16,
                               description="width", style=style)
-    steps = widgets.IntSlider(value=p.max_steps, min=5, max=10 * p.max_steps, step=5, description="steps",
-                              style=style)
+    steps = widgets.IntSlider(value=experiment_steps(preset), min=5, max=p.max_steps, step=5,
+                              description="steps", style=style)
     objective = widgets.Dropdown(options=["none", "nsp", "sop", "msc"], value=p.sentence_objective,
                                  description="sentence obj.", style=style)
     button = widgets.Button(description="run experiment", button_style="primary")

@@ -149,11 +149,13 @@ def test_get_pretrained_and_fill_mask(P, monkeypatch, capsys):
 
 def test_experiments_and_panel_logic(P):
     changes = train.experiment_settings(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
+    assert "pretrain.max_steps" not in train.experiment_settings(P, mask_prob=0.3)
     assert changes["model.intermediate_size"] == 128 and changes["pretrain.max_steps"] == 4
     with pytest.raises(ConfigError, match="divisible"):
         train.experiment_settings(P, width=48, heads=5)
     with pytest.raises(ConfigError, match="short"):
-        train.experiment_settings(P, steps=10_000)
+        train.experiment_settings(P, steps=P.pretrain.max_steps + 1)
+    assert train.experiment_steps(get_preset("laptop")) == 150
     run = train.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
     assert run["label"] == "lr=0.003, mask=0.3, A=2, H=32, steps=4"
     assert len(run["history"].train) == 4 and run["history"].last_eval("gutenberg") is not None
