@@ -48,6 +48,7 @@ __all__ = [
     "attention_modules",
     "count_parameters",
     "CheckpointError",
+    "checkpoint_config",
 ]
 
 IGNORE_INDEX = -100  # label value that the losses skip (as in transformers)
@@ -245,6 +246,14 @@ def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     return meta, load_file(str(folder / WEIGHTS_NAME), device="cpu")
 
 
+def checkpoint_config(folder: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig a checkpoint folder was saved with (to build a model of its shape)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {folder} a folder written by save_pretrained?")
+    return ModelConfig.from_dict(json.loads(path.read_text()))
+
+
 _SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "max_position_embeddings", "type_vocab_size")
 
@@ -254,8 +263,9 @@ def _shape_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
             if getattr(a, f) != getattr(b, f)]
 
 
-def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """load_state_dict(strict) with a message that lists missing, unexpected and mis-shaped tensors."""
+def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], where: str, assign: bool = False) -> None:
+    """load_state_dict(strict) with a message that lists missing, unexpected and mis-shaped tensors
+    (``assign=True`` takes the tensors themselves, for a model built on the meta device)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -273,7 +283,7 @@ def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], where: str) -
                               + " | ".join(parts) + ". Build the model from the checkpoint's own config "
                               "(Class.from_pretrained(folder)) or load only the encoder with "
                               "model.load_encoder(folder).")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 class _PretrainedMixin:
@@ -326,8 +336,8 @@ class _PretrainedMixin:
         diffs = _shape_differences(ModelConfig.from_dict(meta), self.config)
         if diffs:
             raise CheckpointError(f"The checkpoint in {folder} has another shape than this model ("
-                                  + "; ".join(diffs) + "). Build the model with the checkpoint's config: "
-                                  f"ModelConfig.from_dict(json.load(open('{folder}/{CONFIG_NAME}'))).")
+                                  + "; ".join(diffs) + "). Build the model with the checkpoint's own config, "
+                                  "bertbook.model.checkpoint_config(folder).")
         prefix = "" if meta.get("architecture") == "BertModel" else "bert."
         enc = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         own = self.bert.state_dict()

@@ -9,7 +9,7 @@ import torch
 from bertbook.config import ModelConfig
 from bertbook.model import (BertForMaskedLM, BertForPreTraining, BertForSequenceClassification,
                             BertForTokenClassification, BertModel, CheckpointError, attention_modules,
-                            count_parameters)
+                            checkpoint_config, count_parameters)
 
 CFG = ModelConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                   max_position_embeddings=24)
@@ -178,8 +178,9 @@ def test_load_encoder_from_another_head(tmp_path, capsys):
 def test_a_checkpoint_of_another_shape_is_refused(tmp_path):
     BertForMaskedLM(CFG).save_pretrained(tmp_path / "small")
     wider = dataclasses.replace(CFG, hidden_size=64, intermediate_size=128)
-    with pytest.raises(CheckpointError, match="hidden_size: checkpoint 32 vs model 64"):
+    with pytest.raises(CheckpointError, match="hidden_size: checkpoint 32 vs model 64.*checkpoint_config"):
         BertForSequenceClassification(wider).load_encoder(tmp_path / "small")
+    assert checkpoint_config(tmp_path / "small") == CFG
     # a config that lies about the weights: the tensor shapes are checked too
     meta = json.loads((tmp_path / "small" / "config.json").read_text())
     meta["hidden_size"], meta["intermediate_size"] = 64, 128
