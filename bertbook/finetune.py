@@ -292,7 +292,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: Finetun
     scheduler = train_lib.make_scheduler(optimizer, round(cfg.warmup_frac * total), total, kind="linear")
     eval_at = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
     best, history, losses = BestCheckpoint(), [], []
-    t0, step = time.perf_counter(), 0
+    t0, step, last_eval_step = time.perf_counter(), 0, 0
     for epoch in range(1, cfg.epochs + 1):
         batches = batch_order([len(x) for x in train.ids], cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
         model.train()
@@ -311,12 +311,12 @@ def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: Finetun
             step += 1
             if i in eval_at:
                 ev = evaluate(model, val, cfg.batch_size * 2, pad_id)
-                recent = losses[-i:] if len(eval_at) == 1 else losses[-max(1, steps_per_epoch // evals_per_epoch):]
-                record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(recent)),
+                record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses[last_eval_step:])),
                           "val_loss": ev["loss"], "val_accuracy": ev["accuracy"], "val_f1": ev["f1"],
                           "seconds": time.perf_counter() - t0}
                 record["kept"] = best.update(model, ev["accuracy"], epoch=epoch, step=step)
                 history.append(record)
+                last_eval_step = step
                 if verbose:
                     print(f"epoch {epoch}/{cfg.epochs} step {step}/{total}: train loss {record['train_loss']:.3f}"
                           f", val loss {ev['loss']:.3f}, val accuracy {ev['accuracy']:.3f}"
