@@ -172,7 +172,7 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     unused = [k for k in theirs if k not in used and k not in _TIED]
     if unused:
         raise M.CheckpointError(f"transformers.{kind} holds tensors bertbook would drop: {', '.join(unused[:5])}.")
-    M._load_exact(ours, new_state, f"converted from transformers.{kind}", assign=True)
+    M._load_exact(ours, new_state, f"weights converted from transformers.{kind}", assign=True)
     return ours.train(hf_model.training)
 
 

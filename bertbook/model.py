@@ -263,9 +263,8 @@ def _shape_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
             if getattr(a, f) != getattr(b, f)]
 
 
-def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], where: str, assign: bool = False) -> None:
-    """load_state_dict(strict) with a message that lists missing, unexpected and mis-shaped tensors
-    (``assign=True`` takes the tensors themselves, for a model built on the meta device)."""
+def _check_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Raise a CheckpointError listing missing, unexpected and mis-shaped tensors (nothing is loaded)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -279,11 +278,19 @@ def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], where: str, a
             parts.append("missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
         if unexpected:
             parts.append("unexpected: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
-        raise CheckpointError(f"The checkpoint {where} does not fit this {type(module).__name__}: "
-                              + " | ".join(parts) + ". Build the model from the checkpoint's own config "
-                              "(Class.from_pretrained(folder)) or load only the encoder with "
-                              "model.load_encoder(folder).")
-    module.load_state_dict(state, strict=True, assign=assign)
+        advice = ("Build the model from the checkpoint's own config (Class.from_pretrained(folder), "
+                  "bertbook.model.checkpoint_config(folder)) or load only the encoder with model.load_encoder(folder).")
+        if not shapes and unexpected and all("bert." + k in own for k in unexpected):
+            advice = "These are the weights of a bare encoder: load them with model.bert.load_state_dict(state)."
+        raise CheckpointError(f"The {where} does not fit this {type(module).__name__}: " + " | ".join(parts)
+                              + ". " + advice)
+
+
+def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], where: str, assign: bool = False) -> None:
+    """load_state_dict(strict) with a message that lists missing, unexpected and mis-shaped tensors
+    (``assign=True`` takes the tensors themselves, for a model built on the meta device)."""
+    _check_state(module, state, where)
+    nn.Module.load_state_dict(module, state, strict=True, assign=assign)
 
 
 class _PretrainedMixin:
@@ -293,6 +300,13 @@ class _PretrainedMixin:
 
     def _head_kwargs(self) -> dict[str, Any]:
         return {}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """torch's load_state_dict; with ``strict`` (the default) a state dict of another shape is refused
+        with a message that lists what differs, before any weight is touched."""
+        if strict:
+            _check_state(self, state_dict, "state dict passed to load_state_dict")
+        return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``folder`` (each file atomically)."""
@@ -318,7 +332,7 @@ class _PretrainedMixin:
                                   f"model.load_encoder({str(folder)!r}); or load it with {arch}.from_pretrained.")
         config = ModelConfig.from_dict(meta)
         model = cls(config, **{k: meta[k] for k in cls._head_keys() if k in meta})
-        _load_exact(model, state, f"in {folder}")
+        _load_exact(model, state, f"checkpoint in {folder}")
         return model.to(map_location)
 
     @classmethod
@@ -346,7 +360,7 @@ class _PretrainedMixin:
             raise CheckpointError(f"The checkpoint in {folder} lacks encoder tensors: {', '.join(not_found[:5])}.")
         enc = {k: v for k, v in enc.items() if k in own}
         merged = {**own, **enc}
-        _load_exact(self.bert, merged, f"in {folder}")
+        _load_exact(self.bert, merged, f"checkpoint in {folder}")
         if not_found:
             print(f"load_encoder: {folder} has no pooler weights (a {meta.get('architecture')}); "
                   f"the pooler keeps its fresh initialisation.")

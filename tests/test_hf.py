@@ -107,10 +107,16 @@ def test_minilm_real_sentence(minilm):
 
 
 def test_a_state_dict_of_another_shape_is_refused():
-    small = hf.to_hf(build("BertForMaskedLM"))
+    small = hf.from_hf(hf.to_hf(build("BertForMaskedLM")))
     wide = M.BertForMaskedLM(dataclasses.replace(CFG, hidden_size=64, intermediate_size=128))
-    with pytest.raises(M.CheckpointError, match="different shapes"):
-        M._load_exact(wide, hf.from_hf(small).state_dict(), "from a smaller model")
+    before = wide.bert.embeddings.word_embeddings.weight.clone()
+    with pytest.raises(M.CheckpointError, match="different shapes: bert.embeddings.word_embeddings.weight: "
+                                                "checkpoint \\(300, 32\\) vs model \\(300, 64\\)"):
+        wide.load_state_dict(small.state_dict())
+    assert torch.equal(wide.bert.embeddings.word_embeddings.weight, before)  # nothing was loaded
+    with pytest.raises(M.CheckpointError, match="bare encoder: load them with model.bert.load_state_dict"):
+        M.BertForSequenceClassification(CFG).load_state_dict(M.BertModel(CFG).state_dict())
+    M.BertForMaskedLM(CFG).load_state_dict(small.state_dict())  # the same shape loads
 
 
 def test_cli_parity_prints_a_table_and_passes(capsys):
