@@ -802,6 +802,8 @@ def plot_learning_curve(rows: Sequence[dict], ax=None, baseline: dict | None = N
         ax.axhline(baseline["accuracy"], color="gray", ls="--",
                    label=f"bag of words, {baseline['train_examples']:,} examples")
     ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:,}" for x in xs])
+    ax.minorticks_off()
     ax.set_xlabel("training examples")
     ax.set_ylabel("test accuracy")
     if rows:
