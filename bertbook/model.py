@@ -18,7 +18,6 @@ Every model returns a `ModelOutput`; ``output_attentions=True`` adds one (B, H, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
