@@ -711,7 +711,7 @@ def render_markdown(rows: Sequence[dict]) -> str:
 
 def curve_sizes(P: Preset, available: int | None = None) -> list[int]:
     """Training-set sizes for the learning curve, scaled from the preset: n/8, n/2 and n, with n the
-    preset's ``train_examples`` (laptop: 500, 2,000, 4,000 reviews), never more than ``available``."""
+    preset's ``train_examples`` (all of the training split if 0), never more than ``available``."""
     n = P.finetune.train_examples or (available or 0)
     sizes = sorted({max(P.finetune.batch_size, n // 8), max(P.finetune.batch_size, n // 2), n})
     return [s for s in sizes if available is None or s <= available] or [min(sizes)]
