@@ -227,7 +227,7 @@ def cli_bench(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="tiny models and batches: checks that the command works, measures nothing")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
     parser.add_argument("--gpu-batch", type=int, default=256, help="batch of the BERT-base row on CUDA")
     parser.add_argument("--tokenize-chars", type=int, default=0,
                         help="characters of the preset's corpus to tokenize (0 = all of it)")

@@ -54,7 +54,7 @@ __all__ = [
     "get_pretrained",
     "fill_mask",
     "live_plot",
-    "experiment_steps",
+    "experiment_length",
     "experiment_settings",
     "run_experiment",
     "plot_runs",
@@ -413,7 +413,7 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
     # --- the tokenizer, and the checkpoint to resume (if any) ---
     tok = _rank0_first(world, rank, lambda: get_tokenizer(P))
     tok_hash = _tokenizer_hash(tok)
-    ckpt = find_checkpoint(run_dir)
+    ckpt = _rank0_first(world, rank, lambda: find_checkpoint(run_dir))  # rank 0 repairs a half-done swap
     if ckpt is not None and not resume:
         step = read_run(ckpt)["step"]
         raise FileExistsError(f"{run_dir} already holds a pretraining checkpoint (step {step}). Pass resume=True "
@@ -680,9 +680,13 @@ def live_plot(title: str = "pretraining", every_s: float = 1.0) -> Callable[[dic
 # ---------------------------------------------------------------------------------------------------------
 
 
-def experiment_steps(preset) -> int:
-    """Steps of a short experiment: a tenth of the preset's run (at least 10, at most the whole run)."""
-    return min(preset.pretrain.max_steps, max(10, round(preset.pretrain.max_steps / 10)))
+def experiment_length(preset) -> dict:
+    """How long a short experiment runs when no number of steps is given: a tenth of the preset's time
+    budget if it has one, else a tenth of its ``max_steps`` (at least 10). Returns preset overrides."""
+    p = preset.pretrain
+    if p.time_budget_s:
+        return {"pretrain.time_budget_s": p.time_budget_s / 10}
+    return {"pretrain.max_steps": min(p.max_steps, max(10, round(p.max_steps / 10))), "pretrain.time_budget_s": 0.0}
 
 
 def experiment_settings(preset, learning_rate: float | None = None, mask_prob: float | None = None,
@@ -707,12 +711,13 @@ def experiment_settings(preset, learning_rate: float | None = None, mask_prob: f
     if width is not None:
         changes["model.hidden_size"] = int(width)
         changes["model.intermediate_size"] = 4 * int(width)
-    if steps is not None:
+    if steps:  # None or 0: the default length (experiment_length)
         changes["pretrain.max_steps"] = int(steps)
+        changes["pretrain.time_budget_s"] = 0.0
     if sentence_objective is not None:
         changes["pretrain.sentence_objective"] = sentence_objective
     preset.override(**changes)  # raises ConfigError with the reason if the combination is impossible
-    steps = changes.get("pretrain.max_steps", experiment_steps(preset))
+    steps = changes.get("pretrain.max_steps", 0)
     if steps > preset.pretrain.max_steps:
         raise ConfigError(f"{steps} steps is more than this preset's whole run ({preset.pretrain.max_steps}): a "
                           f"short experiment should be shorter. Use pretrain() for long runs.")
@@ -730,15 +735,15 @@ def _describe(changes: dict) -> str:
 
 def run_experiment(preset, label: str | None = None, **settings) -> dict:
     """Pretrain briefly with some settings changed (keywords of :func:`experiment_settings`; by default
-    :func:`experiment_steps` steps) and return ``{"label", "settings", "history"}`` (notebooks 04 and 05).
+    :func:`experiment_length`) and return ``{"label", "settings", "history"}`` (notebooks 04 and 05).
     Each run evaluates at its end; a finished run with the same settings is reused from
     ``artifacts/<preset>/experiments``."""
     from .paths import artifacts_dir
 
     changes = experiment_settings(preset, **settings)
-    steps = changes.get("pretrain.max_steps", experiment_steps(preset))
-    P = preset.override(**{**changes, "pretrain.max_steps": steps, "pretrain.eval_every": steps,
-                           "pretrain.checkpoint_every": steps})
+    length = {} if "pretrain.max_steps" in changes else experiment_length(preset)
+    P = preset.override(**{**length, **changes})
+    P = P.override(**{"pretrain.eval_every": P.pretrain.max_steps, "pretrain.checkpoint_every": P.pretrain.max_steps})
     key = hashlib.sha256(json.dumps(_flatten(P.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[:12]
     history = pretrain(P, artifacts_dir(P.name, "experiments", key), resume=True, progress=False, verbose=False)
     return {"label": label or _describe(changes), "settings": changes, "history": history}
@@ -789,8 +794,8 @@ def experiment_panel(preset, runs: list[dict] | None = None):
     heads = widgets.IntSlider(value=m.num_attention_heads, min=1, max=16, description="heads", style=style)
     width = widgets.IntSlider(value=m.hidden_size, min=16, max=max(768, m.hidden_size), step=16,
                               description="width", style=style)
-    steps = widgets.IntSlider(value=experiment_steps(preset), min=5, max=p.max_steps, step=5,
-                              description="steps", style=style)
+    steps = widgets.IntSlider(value=0, min=0, max=p.max_steps, step=5, description="steps (0: auto)",
+                              style=style)  # 0: a tenth of the preset's steps or time budget
     objective = widgets.Dropdown(options=["none", "nsp", "sop", "msc"], value=p.sentence_objective,
                                  description="sentence obj.", style=style)
     button = widgets.Button(description="run experiment", button_style="primary")
@@ -843,7 +848,8 @@ def experiment_panel(preset, runs: list[dict] | None = None):
 
 def model_flops_per_token(config, seq_len: int, mask_prob: float = 0.15, masked_only: bool = True) -> float:
     """Training FLOPs per token (forward + backward = 3 x forward; a multiply-add is 2 FLOPs):
-    6 x the weights every token passes through, plus attention scores (Kaplan et al. 2020), plus the
+    6 x the weights every token passes through (Kaplan et al. 2020), plus 12 L T d for the attention
+    scores and their weighted sums (as in PaLM's utilisation count, Chowdhery et al. 2022), plus the
     vocabulary-sized output layer at the predicted positions only (``masked_only``) or at all of them."""
     D, L, V, F_ = config.hidden_size, config.num_hidden_layers, config.vocab_size, config.intermediate_size
     per_layer = 4 * D * D + 2 * D * F_  # Q, K, V, output projections and the feed-forward
@@ -853,8 +859,9 @@ def model_flops_per_token(config, seq_len: int, mask_prob: float = 0.15, masked_
 
 
 def compute_estimate(preset, vocab_size: int | None = None, flops_per_s: float | None = None) -> dict:
-    """Parameters, training tokens and FLOPs of a preset's pretraining (about 6 x parameters x tokens),
-    and the time it takes at ``flops_per_s`` sustained FLOP/s (notebook 05)."""
+    """Parameters, training tokens and FLOPs of a preset's pretraining for ``max_steps`` steps (about 6 x
+    parameters x tokens), and the time it takes at ``flops_per_s`` sustained FLOP/s (notebook 05). A
+    time-budgeted preset stops at its budget, so for it these are upper bounds."""
     cfg = preset.model if vocab_size is None else dataclasses.replace(preset.model, vocab_size=vocab_size)
     with torch.device("meta"):
         model = build_model(dataclasses.replace(preset, model=cfg), cfg.vocab_size)
@@ -862,7 +869,9 @@ def compute_estimate(preset, vocab_size: int | None = None, flops_per_s: float |
     pc = preset.pretrain
     tokens = pc.max_steps * pc.batch_size * pc.grad_accum_steps * pc.seq_len
     flops = model_flops_per_token(cfg, pc.seq_len, pc.mask_prob) * tokens
-    out = {"parameters": n_params, "tokens": tokens, "flops": flops, "flops_6nd": 6 * n_params * tokens}
+    out = {"parameters": n_params, "tokens": tokens, "flops": flops, "flops_6nd": 6 * n_params * tokens,
+           "flops_per_token": model_flops_per_token(cfg, pc.seq_len, pc.mask_prob),
+           "time_budget_s": pc.time_budget_s}  # with a budget, max_steps (and so ``tokens``) is an upper bound
     if flops_per_s:
         out["seconds"] = flops / flops_per_s
     return out
@@ -981,6 +990,11 @@ def cli_pretrain(argv: list[str]) -> int:
     except (ConfigError, FileExistsError, TrainingDiverged, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # started by pretrain under torchrun
+            dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         last = history.train[-1] if history.train else {}
         summary = {"preset": P.name, "step": last.get("step"), "finished": history.finished,

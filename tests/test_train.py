@@ -155,13 +155,17 @@ def test_experiments_and_panel_logic(P):
         train.experiment_settings(P, width=48, heads=5)
     with pytest.raises(ConfigError, match="short"):
         train.experiment_settings(P, steps=P.pretrain.max_steps + 1)
-    assert train.experiment_steps(get_preset("laptop")) == 150
+    assert train.experiment_length(P.override(**{"pretrain.max_steps": 1500})) == {"pretrain.max_steps": 150,
+                                                                                   "pretrain.time_budget_s": 0.0}
+    assert train.experiment_length(P.override(**{"pretrain.time_budget_s": 600.0})) == {"pretrain.time_budget_s": 60.0}
     run = train.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
     assert run["label"] == "lr=0.003, mask=0.3, A=2, H=32, steps=4"
     assert len(run["history"].train) == 4 and run["history"].last_eval("gutenberg") is not None
     again = train.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
     assert again["history"].train == run["history"].train  # reused, not retrained
-    other = train.run_experiment(P, steps=4, sentence_objective="sop")
+    other = train.run_experiment(P.override(**{"pretrain.time_budget_s": 600.0}), steps=4,
+                                 sentence_objective="sop")  # experiments count steps, even on a budgeted preset
+    assert len(other["history"].train) == 4
     assert "sentence_loss" in other["history"].train[0]
     ax = train.plot_runs([run, other])
     assert len(ax.get_legend().get_texts()) == 2
@@ -174,6 +178,7 @@ def test_compute_estimate():
     assert est["tokens"] == 20000 * 256 * 128
     assert est["flops_6nd"] == 6 * est["parameters"] * est["tokens"]
     assert 0.5 < est["flops"] / est["flops_6nd"] < 1.0  # masked-only logits save the vocabulary's share
+    assert est["flops"] == est["flops_per_token"] * est["tokens"] and est["time_budget_s"] == 0
     cfg = gpu.model
     assert train.model_flops_per_token(cfg, 128, masked_only=False) > train.model_flops_per_token(cfg, 128)
     assert train.compute_estimate(gpu, flops_per_s=1e15)["seconds"] == pytest.approx(est["flops"] / 1e15)
