@@ -2,6 +2,7 @@
 
 Stages, each a ``python -m bertbook`` command whose output is kept in ``build/gpu-check/logs/``:
 
+0. ``tokenizer`` the gpu preset's WordPiece tokenizer, trained on the shards that are present;
 1. ``parity``   bertbook vs transformers on CUDA (random weights: MiniLM's may not be installed there);
 2. ``bench``    training tokens/s of bertbook and transformers (L2/H128, L4/H512, BERT-base at the gpu
                 preset's batch), with model FLOPs utilisation against the card's bf16 peak, and the
@@ -52,14 +53,15 @@ def prepare_carry(dest: Path, shards: int) -> int:
     sys.path.insert(0, str(ROOT))
     from bertbook import data
 
-    dest = dest if dest.is_absolute() else ROOT / dest
-    ignored = subprocess.run(["git", "check-ignore", "-q", str(dest)], cwd=ROOT).returncode == 0
-    if not ignored:
+    dest = (dest if dest.is_absolute() else ROOT / dest).resolve()
+    inside = dest.is_relative_to(ROOT)
+    shown = dest.relative_to(ROOT) if inside else dest
+    if inside and subprocess.run(["git", "check-ignore", "-q", str(dest)], cwd=ROOT).returncode != 0:
         exclude = ROOT / ".git" / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
         with open(exclude, "a") as f:
-            f.write(f"\n/{dest.relative_to(ROOT)}/\n")
-        print(f"added /{dest.relative_to(ROOT)}/ to .git/info/exclude (a local ignore list, not committed)")
+            f.write(f"\n/{shown}/\n")
+        print(f"added /{shown}/ to .git/info/exclude (a local ignore list, not committed)")
     total = 0
     for folder, names in CARRY_FILES.items():
         dataset = {"gutenberg/large": "gutenberg-large", "imdb": "imdb", "rotten-tomatoes": "rotten-tomatoes",
@@ -75,7 +77,7 @@ def prepare_carry(dest: Path, shards: int) -> int:
             shutil.copy2(f, dest / folder / f.name)
             total += f.stat().st_size
     print(f"copied {total / 2**20:.1f} MiB into {dest}; on the GPU machine: "
-          f"bash scripts/gpu_check.sh --data-dir {dest.relative_to(ROOT)}  (carry {dest.relative_to(ROOT)})")
+          f"bash scripts/gpu_check.sh --data-dir {shown}" + (f"  (carry {shown})" if inside else ""))
     return 0
 
 
@@ -106,6 +108,22 @@ def run_stage(name: str, cmd: list[str], env: dict, logs: Path, timeout: float) 
         record["table"] = out.strip()[-4000:]
     print(f"   {record['status']} in {seconds:.0f} s" + (f": {record.get('error')}" if code else ""), flush=True)
     return record
+
+
+# The preset's tokenizer, trained on the shards that are present (as get_tokenizer does, but reading only
+# the first data.large_shards shards, so that a machine holding a few shards can train it).
+TOKENIZER_SNIPPET = """
+import sys, time
+from bertbook import data
+from bertbook.config import get_preset
+from bertbook.tokenizer import save_tokenizer, tokenizer_dir, train_tokenizer
+P = get_preset(sys.argv[1], **dict(a.split("=", 1) for a in sys.argv[2:]))
+t0 = time.time()
+text = data.load_corpus(P.data.corpus, "train", max_chars=P.data.tokenizer_train_chars, shards=P.data.large_shards)
+tok = train_tokenizer(text, P.model.vocab_size, P.data.min_frequency, P.model.max_position_embeddings)
+save_tokenizer(tok, tokenizer_dir(P))
+print('{"chars": %d, "vocab": %d, "seconds": %.1f}' % (len(text), len(tok), time.time() - t0))
+"""
 
 
 def environment() -> dict:
@@ -178,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", default=["parity", "bench", "pretrain", "finetune"],
                         choices=["parity", "bench", "pretrain", "finetune"])
     parser.add_argument("--tiny", action="store_true", help="a dry run of every stage on the CPU, ci preset")
+    parser.add_argument("--preset", default=None, help="the preset (default: gpu, or ci with --tiny)")
     parser.add_argument("--prepare-carry", type=Path, metavar="DIR",
                         help="copy the data the check needs into DIR (git-ignored) and exit")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes GROUP.FIELD=VALUE, e.g. --set pretrain.learning_rate=5e-4")
     if args.prepare_carry:
         return prepare_carry(args.prepare_carry, args.shards or 2)
 
@@ -202,15 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.tiny and device != "cuda":
         print("error: no CUDA device here; use --tiny for a dry run on the CPU.", file=sys.stderr)
         return 2
-    preset = "ci" if args.tiny else "gpu"
+    preset = args.preset or ("ci" if args.tiny else "gpu")
     shards = args.shards
     if shards is None and args.data_dir:
         shards = len(glob.glob(str(Path(env["BERTBOOK_DATA_DIR"]) / "gutenberg" / "large" / "train-*.txt.gz")))
-    sets = list(args.set)
-    if preset == "gpu":
-        sets.append(f"data.large_shards={max(1, shards or 10)}")
-        # the tokenizer is trained on as much text as the shards present hold (at most the preset's 50 M)
-        sets.append(f"data.tokenizer_train_chars={min(50_000_000, 25_000_000 * max(1, shards or 10))}")
+    settings: dict[str, str] = {}
+    if shards:  # pretrain on the shards that are here; the tokenizer reads at most what they hold
+        settings["data.large_shards"] = str(shards)
+        settings["data.tokenizer_train_chars"] = str(min(50_000_000, 25_000_000 * shards))
+    settings.update(item.split("=", 1) for item in args.set)  # the caller's settings win
+    sets = [f"{k}={v}" for k, v in settings.items()]
     budget = 3.0 if args.tiny else args.budget
     report = {"tiny": args.tiny, "device": device, "preset": preset, "environment": info, "stages": {},
               "pretrain_settings": f"{budget:g} s budget" + (f", {', '.join(sets)}" if sets else "")}
@@ -227,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                     f.write((logs / f"{stage}.{kind}").read_text()[-20000:] + "\n")
 
     run_dir = work / "pretrain-run"
+    if "pretrain" in args.stages:  # the tokenizer first, from the shards that are here
+        cmd = [sys.executable, "-c", TOKENIZER_SNIPPET, preset] + sets
+        report["stages"]["tokenizer"] = run_stage("tokenizer", cmd, env, logs, 600)
+        save()
     for stage in args.stages:
         if stage == "parity":
             cmd = py + ["parity", "--device", device, "--weights", "random"]
@@ -241,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             report["stages"]["pretrain"] = run_stage("pretrain", cmd, env, logs, budget + 420)
         elif stage == "finetune":
             n_train, n_test = (64, 64) if args.tiny else (args.finetune_examples, args.test_examples)
-            fenv = {**env, "BERTBOOK_SET": f"finetune.train_examples={n_train},finetune.test_examples={n_test},"
-                                           f"finetune.val_examples={min(1000, n_train // 4)},finetune.epochs=1,"
-                                           f"finetune.max_length={64 if args.tiny else 256}"}
+            fenv = {**env, "BERTBOOK_SET": ",".join(sets + [  # the pretraining settings (the model's shape) too
+                f"finetune.train_examples={n_train}", f"finetune.test_examples={n_test}",
+                f"finetune.val_examples={min(1000, n_train // 4)}", "finetune.epochs=1",
+                f"finetune.max_length={64 if args.tiny else 256}"])}
             cmd = py + ["finetune", "--task", "imdb", "--init", str(run_dir / "checkpoint"), "--preset", preset,
                         "--out", str(work / "finetune-imdb")]
             report["stages"]["finetune"] = run_stage("finetune", cmd, fenv, logs, 600)

@@ -81,7 +81,8 @@ def test_gpu_check_tiny_dry_run(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["tiny"] and set(report["stages"]) == {"pretrain", "finetune"}
+    assert report["tiny"] and set(report["stages"]) == {"tokenizer", "pretrain", "finetune"}
+    assert all(stage["status"] == "ok" for stage in report["stages"].values())
     pre = report["stages"]["pretrain"]["result"]
     assert pre["finished"] and pre["train_seconds"] >= 3.0 and 0 <= pre["gutenberg_accuracy"] <= 1
     fin = report["stages"]["finetune"]["result"]
