@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=None,
                         help="gutenberg-large shards to pretrain on (default: all found in --data-dir)")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds of pretraining (default 240)")
-    parser.add_argument("--finetune-examples", type=int, default=4000, help="IMDB training reviews")
-    parser.add_argument("--test-examples", type=int, default=5000, help="IMDB test reviews")
+    parser.add_argument("--finetune-examples", type=int, default=2000, help="IMDB training reviews")
+    parser.add_argument("--test-examples", type=int, default=2000, help="IMDB test reviews")
     parser.add_argument("--set", action="append", default=[], metavar="GROUP.FIELD=VALUE",
                         help="extra preset overrides for the pretraining run (repeatable)")
     parser.add_argument("--stages", nargs="+", default=["parity", "bench", "pretrain", "finetune"],
