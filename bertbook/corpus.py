@@ -142,8 +142,11 @@ def build_cache(paragraphs: Iterable[str], tokenizer, folder: Path, total_chars:
     """Tokenize a stream of paragraphs into ``folder`` (atomically: a half-written cache is never seen).
 
     Sentences are tokenized ``batch_chars`` characters at a time and appended to the files, so memory holds
-    one batch, never the corpus.
+    two batches, never the corpus. The Rust tokenizer works on one batch (on all cores, outside Python's
+    lock) while Python splits the next one into sentences.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     folder = Path(folder)
@@ -154,11 +157,12 @@ def build_cache(paragraphs: Iterable[str], tokenizer, folder: Path, total_chars:
     n_tokens = n_sentences = n_chars = 0
     bar = tqdm(total=total_chars, unit="char", unit_scale=True, desc=f"tokenizing {folder.name}",
                disable=not progress, mininterval=1.0)
-    with open(tmp / "ids.bin", "wb") as f_ids, open(tmp / "sentences.bin", "wb") as f_starts:
+    with open(tmp / "ids.bin", "wb") as f_ids, open(tmp / "sentences.bin", "wb") as f_starts, \
+            ThreadPoolExecutor(max_workers=1) as tokenizing:
 
-        def flush(batch: list[str]) -> None:
+        def write(encoded: list[list[int]]) -> None:
             nonlocal n_tokens, n_sentences
-            encoded = [e for e in encode_sentences(batch, tokenizer) if e]  # drop sentences with no tokens
+            encoded = [e for e in encoded if e]  # drop sentences with no tokens
             lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
             starts = n_tokens + np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(encoded) else lengths
             flat = np.fromiter(chain.from_iterable(encoded), dtype=dtype, count=int(lengths.sum()))
@@ -167,20 +171,28 @@ def build_cache(paragraphs: Iterable[str], tokenizer, folder: Path, total_chars:
             n_tokens += int(lengths.sum())
             n_sentences += len(encoded)
 
+        pending = None  # the batch being tokenized while the next one is split
+
+        def submit(batch: list[str], size: int) -> None:
+            nonlocal pending
+            if pending is not None:
+                write(pending.result())  # in order: one batch in flight at a time
+            pending = tokenizing.submit(encode_sentences, batch, tokenizer)
+            bar.update(size)
+
         batch: list[str] = []
         batch_len = 0
         for paragraph in paragraphs:
-            sentences = split_sentences(paragraph)
-            batch += sentences
+            batch += split_sentences(paragraph)
             batch_len += len(paragraph) + 2
             n_chars += len(paragraph) + 2
             if batch_len >= batch_chars:
-                flush(batch)
-                bar.update(batch_len)
+                submit(batch, batch_len)
                 batch, batch_len = [], 0
         if batch:
-            flush(batch)
-            bar.update(batch_len)
+            submit(batch, batch_len)
+        if pending is not None:
+            write(pending.result())
     bar.close()
     if n_tokens == 0:
         shutil.rmtree(tmp)
