@@ -229,12 +229,16 @@ def cli_bench(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
     parser.add_argument("--gpu-batch", type=int, default=256, help="batch of the BERT-base row on CUDA")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice, usually one per core)")
     parser.add_argument("--tokenize-chars", type=int, default=0,
                         help="characters of the preset's corpus to tokenize (0 = all of it)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but no CUDA device is available here.", file=__import__("sys").stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     result = run_bench(devices, args.quick, args.repeats, args.steps, args.gpu_batch, args.tokenize_chars)
