@@ -187,8 +187,9 @@ def test_compute_estimate():
 def test_cli_pretrain(P, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["--preset", "ci", "--out", str(out), "--no-progress"] + [f"--set={k}={v}" for k, v in SMALL.items()]
-    assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4"]) == 0
+    assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4", "--tensorboard"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))  # TensorBoard logs on request
     assert summary["step"] == 4 and summary["finished"] and math.isfinite(summary["gutenberg_loss"])
     assert 0 <= summary["wikitext-2_accuracy"] <= 1
     assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4"]) == 2  # exists: refused
