@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["parity", "bench", "pretrain", "finetune"])
     parser.add_argument("--tiny", action="store_true", help="a dry run of every stage on the CPU, ci preset")
     parser.add_argument("--preset", default=None, help="the preset (default: gpu, or ci with --tiny)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the tokenizer, caches and checkpoints (default build/gpu-check/...)")
     parser.add_argument("--prepare-carry", type=Path, metavar="DIR",
                         help="copy the data the check needs into DIR (git-ignored) and exit")
     args = parser.parse_args(argv)
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     out = args.out if args.out.is_absolute() else ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
-    work = ROOT / "build" / "gpu-check" / ("tiny" if args.tiny else "gpu")  # tokenizer, caches, checkpoints
+    work = args.work or ROOT / "build" / "gpu-check" / ("tiny" if args.tiny else "gpu")  # emptied first
     shutil.rmtree(work, ignore_errors=True)
     logs = work / "logs"
     logs.mkdir(parents=True)

@@ -77,8 +77,8 @@ def test_gpu_check_summary_of_a_full_report():
 def test_gpu_check_tiny_dry_run(tmp_path):
     """The script's CPU dry run: a time-budgeted pretraining run on ci, then the IMDB fine-tune of it."""
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--tiny", "--out",
-                           str(tmp_path), "--stages", "pretrain", "finetune"], capture_output=True, text=True,
-                          timeout=300)
+                           str(tmp_path), "--work", str(tmp_path / "work"), "--stages", "pretrain", "finetune"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["tiny"] and set(report["stages"]) == {"tokenizer", "pretrain", "finetune"}
