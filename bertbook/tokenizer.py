@@ -168,7 +168,8 @@ def get_tokenizer(preset: Preset | None = None):
     from . import data
 
     t0 = time.time()
-    text = data.load_corpus(P.data.corpus, "train", max_chars=P.data.tokenizer_train_chars)
+    shards = P.data.large_shards if P.data.corpus == "gutenberg-large" else None  # as corpus.corpus_cache
+    text = data.load_corpus(P.data.corpus, "train", max_chars=P.data.tokenizer_train_chars, shards=shards)
     tok = train_tokenizer(text, P.model.vocab_size, P.data.min_frequency, P.model.max_position_embeddings)
     save_tokenizer(tok, folder)
     print(f"Trained a WordPiece tokenizer for preset {P.name!r} on {len(text):,} characters of {P.data.corpus} "
