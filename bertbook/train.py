@@ -516,7 +516,8 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
                 report(record)
 
     # --- the loop: one optimizer step per iteration ---
-    bar = tqdm(total=budget if budget else pc.max_steps, initial=clock.elapsed if budget else start,
+    # tqdm drops a total that n overshoots (and the format below then fails): keep n within the budget
+    bar = tqdm(total=budget if budget else pc.max_steps, initial=min(clock.elapsed, budget) if budget else start,
                unit="s" if budget else "step", disable=not (progress and main), desc="pretraining",
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}{postfix}]")
     model.train()
@@ -573,7 +574,7 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
         history.train.append(record)
         if main:
             report(record)
-            bar.update((clock.elapsed - bar.n) if budget else 1)
+            bar.update((min(clock.elapsed, budget) - bar.n) if budget else 1)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
         if done % pc.eval_every == 0 or finished:
             run_eval(done)
