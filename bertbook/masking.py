@@ -332,23 +332,8 @@ def _unshuffle(segments: list[list[int]], label: int) -> list[list[int]]:
 solutions = SimpleNamespace(mlm_loss=_mlm_loss_by_hand, unshuffle=_unshuffle)
 
 
-def _check(name: str, tests: Callable[[], int], raise_on_error: bool) -> bool:
-    try:
-        n = tests()
-    except AssertionError as exc:
-        if raise_on_error:
-            raise
-        print(f"\u2717 {name}: {exc}")
-        return False
-    print(f"\u2713 {name}: passed {n} tests.")
-    return True
-
-
-def _call(fn: Callable, *args):
-    try:
-        return fn(*args)
-    except Exception as exc:  # the learner's code failed: a failed check, with the cause
-        raise AssertionError(f"your function raised {type(exc).__name__}: {exc}") from exc
+# the checker harness is shared with bertbook.exercises
+from .exercises import _call, _run as _check  # noqa: E402
 
 
 def check_mlm_loss(fn: Callable, raise_on_error: bool = True, trials: int = 10) -> bool:

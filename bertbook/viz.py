@@ -880,23 +880,8 @@ def _random_attention(g: torch.Generator, L: int, H: int, T: int) -> torch.Tenso
     return (torch.randn(L, H, T, T, generator=g) * 2).softmax(-1)  # (L, H, T, T), rows sum to 1
 
 
-def _check(name: str, tests: Callable[[], int], raise_on_error: bool) -> bool:
-    try:
-        n = tests()
-    except AssertionError as exc:
-        if raise_on_error:
-            raise
-        print(f"✗ {name}: {exc}")
-        return False
-    print(f"✓ {name}: passed {n} random tests.")
-    return True
-
-
-def _call(fn: Callable, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except Exception as exc:  # the learner's code failed: report it as a failed check, with the cause
-        raise AssertionError(f"your function raised {type(exc).__name__}: {exc}") from exc
+# the checker harness is shared with bertbook.exercises
+from .exercises import _call, _run as _check  # noqa: E402
 
 
 def check_previous_token_share(fn: Callable[[torch.Tensor], torch.Tensor], raise_on_error: bool = True,
