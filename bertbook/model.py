@@ -547,21 +547,18 @@ class BertForPreTraining(_PretrainedMixin, nn.Module):
         return out
 
 
-class BertForSequenceClassification(_PretrainedMixin, nn.Module):
-    """BERT + dropout + Linear on the pooled [CLS] vector: one label per text (notebook 06).
+class _Classifier(_PretrainedMixin, nn.Module):
+    """What the sequence and token classifiers share: the encoder, dropout and a Linear layer to the labels."""
 
-    The softmax comes *after* the Linear, inside the cross-entropy (the source article has them reversed).
-    ``num_labels=1`` makes it a regression head (mean squared error), as in transformers.
-    """
-
-    def __init__(self, config: ModelConfig, num_labels: int = 2, classifier_dropout: float | None = None) -> None:
+    def __init__(self, config: ModelConfig, num_labels: int, classifier_dropout: float | None,
+                 add_pooling_layer: bool) -> None:
         super().__init__()
         self.config = _check_config(config)
         if not (isinstance(num_labels, int) and num_labels >= 1):
             raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}.")
         self.num_labels = num_labels
         self.classifier_dropout = classifier_dropout
-        self.bert = BertModel(config, add_pooling_layer=True)
+        self.bert = BertModel(config, add_pooling_layer=add_pooling_layer)
         p = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
         self.dropout = nn.Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
@@ -573,6 +570,17 @@ class BertForSequenceClassification(_PretrainedMixin, nn.Module):
     @classmethod
     def _head_keys(cls) -> tuple[str, ...]:
         return ("num_labels", "classifier_dropout")
+
+
+class BertForSequenceClassification(_Classifier):
+    """BERT + dropout + Linear on the pooled [CLS] vector: one label per text (notebook 06).
+
+    The softmax comes *after* the Linear, inside the cross-entropy (the source article has them reversed).
+    ``num_labels=1`` makes it a regression head (mean squared error), as in transformers.
+    """
+
+    def __init__(self, config: ModelConfig, num_labels: int = 2, classifier_dropout: float | None = None) -> None:
+        super().__init__(config, num_labels, classifier_dropout, add_pooling_layer=True)
 
     def forward(
         self,
@@ -598,28 +606,11 @@ class BertForSequenceClassification(_PretrainedMixin, nn.Module):
         return out
 
 
-class BertForTokenClassification(_PretrainedMixin, nn.Module):
+class BertForTokenClassification(_Classifier):
     """BERT + dropout + Linear on every token's vector: one label per token, -100 ignored (NER)."""
 
     def __init__(self, config: ModelConfig, num_labels: int, classifier_dropout: float | None = None) -> None:
-        super().__init__()
-        self.config = _check_config(config)
-        if not (isinstance(num_labels, int) and num_labels >= 1):
-            raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}.")
-        self.num_labels = num_labels
-        self.classifier_dropout = classifier_dropout
-        self.bert = BertModel(config, add_pooling_layer=False)
-        p = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
-        self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        _init_weights(self.classifier, config.initializer_range)
-
-    def _head_kwargs(self) -> dict[str, Any]:
-        return {"num_labels": self.num_labels, "classifier_dropout": self.classifier_dropout}
-
-    @classmethod
-    def _head_keys(cls) -> tuple[str, ...]:
-        return ("num_labels", "classifier_dropout")
+        super().__init__(config, num_labels, classifier_dropout, add_pooling_layer=False)
 
     def forward(
         self,
