@@ -9,11 +9,14 @@ Stages, each a ``python -m bertbook`` command whose output is kept in ``build/gp
                 pipeline's tokenization throughput;
 3. ``pretrain`` a time-budgeted run (default 240 s of training) of the gpu preset on the shards of
                 gutenberg-large that are present, held-out MLM accuracy on Gutenberg and WikiText-2;
-4. ``finetune`` a short IMDB fine-tune of that checkpoint; its test accuracy.
+4. ``finetune`` an IMDB fine-tune of that checkpoint (default 10,000 reviews, 2 epochs); its test accuracy;
+5. ``baselines`` the bag-of-words baseline and the same model from random initialisation, fine-tuned on
+                the same reviews with the same settings (``python -m bertbook results --rows bow random``).
 
 Results go to ``<out>/gpu_check.json`` and ``<out>/gpu_check.md`` (default ``results/``), rewritten after
 every stage, so a run cut short still reports what finished; the stages' output is gathered in
-``<out>/gpu_check.log``. When ``$OUT`` is set (the device tool), the three files are copied there too.
+``<out>/gpu_check.log``. When ``$OUT`` is set (the device tool), the three files are copied there too,
+after every stage.
 Checkpoints and caches go to ``build/gpu-check`` (git-ignored). Nothing is copied into git.
 
 The data: only the working tree travels to a GPU machine (at most 64 MiB), so the data it needs is put in
@@ -174,6 +177,12 @@ def summary_markdown(report: dict) -> str:
         lines += ["", f"IMDB fine-tune of that checkpoint: {fin['train_examples']:,} training reviews, length "
                       f"{fin['max_length']}, {fin['epochs']} epoch(s): test accuracy {fin['accuracy']:.1%} "
                       f"(F1 {fin['f1']:.3f}) on {fin['test_examples']:,} test reviews."]
+    base = st.get("baselines", {}).get("result")
+    if base:
+        from bertbook.finetune import render_markdown
+
+        lines += ["", "The same reviews and settings: bag of words, and the model from random initialisation.",
+                  "", render_markdown(base).rstrip()]
     failed = [f"- {k}: {v.get('error')}" for k, v in st.items() if v["status"] != "ok"]
     if failed:
         lines += ["", "Failures (their output is in gpu_check.log):"] + failed
@@ -189,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=None,
                         help="gutenberg-large shards to pretrain on (default: all found in --data-dir)")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds of pretraining (default 240)")
-    parser.add_argument("--finetune-examples", type=int, default=2000, help="IMDB training reviews")
-    parser.add_argument("--test-examples", type=int, default=2000, help="IMDB test reviews")
+    parser.add_argument("--finetune-examples", type=int, default=10000, help="IMDB training reviews")
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="epochs of the IMDB fine-tune")
+    parser.add_argument("--test-examples", type=int, default=5000, help="IMDB test reviews")
     parser.add_argument("--set", action="append", default=[], metavar="GROUP.FIELD=VALUE",
                         help="extra preset overrides for the pretraining run (repeatable)")
-    parser.add_argument("--stages", nargs="+", default=["parity", "bench", "pretrain", "finetune"],
-                        choices=["parity", "bench", "pretrain", "finetune"])
+    stages = ["parity", "bench", "pretrain", "finetune", "baselines"]
+    parser.add_argument("--stages", nargs="+", default=stages, choices=stages)
     parser.add_argument("--tiny", action="store_true", help="a dry run of every stage on the CPU, ci preset")
     parser.add_argument("--preset", default=None, help="the preset (default: gpu, or ci with --tiny)")
     parser.add_argument("--work", type=Path, default=None,
@@ -249,12 +259,20 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in ("out", "err"):
                     f.write(f"===== {stage} ({'stdout' if kind == 'out' else 'stderr'})\n")
                     f.write((logs / f"{stage}.{kind}").read_text()[-20000:] + "\n")
+        if "OUT" in os.environ and Path(os.environ["OUT"]).is_dir():  # the device tool brings $OUT back,
+            for name in ("gpu_check.json", "gpu_check.md", "gpu_check.log"):  # even from a run cut short
+                shutil.copy2(out / name, Path(os.environ["OUT"]) / name)
 
     run_dir = work / "pretrain-run"
     if "pretrain" in args.stages:  # the tokenizer first, from the shards that are here
         cmd = [sys.executable, "-c", TOKENIZER_SNIPPET, preset] + sets
         report["stages"]["tokenizer"] = run_stage("tokenizer", cmd, env, logs, 600)
         save()
+    n_train, n_test = (64, 64) if args.tiny else (args.finetune_examples, args.test_examples)
+    fenv = {**env, "BERTBOOK_SET": ",".join(sets + [  # the pretraining settings (the model's shape) too
+        f"finetune.train_examples={n_train}", f"finetune.test_examples={n_test}",
+        f"finetune.val_examples={min(1000, n_train // 4)}", f"finetune.epochs={args.finetune_epochs}",
+        f"finetune.max_length={64 if args.tiny else 256}"])}
     for stage in args.stages:
         if stage == "parity":
             cmd = py + ["parity", "--device", device, "--weights", "random"]
@@ -268,18 +286,18 @@ def main(argv: list[str] | None = None) -> int:
                         "--no-progress"] + [f"--set={s}" for s in sets]
             report["stages"]["pretrain"] = run_stage("pretrain", cmd, env, logs, budget + 420)
         elif stage == "finetune":
-            n_train, n_test = (64, 64) if args.tiny else (args.finetune_examples, args.test_examples)
-            fenv = {**env, "BERTBOOK_SET": ",".join(sets + [  # the pretraining settings (the model's shape) too
-                f"finetune.train_examples={n_train}", f"finetune.test_examples={n_test}",
-                f"finetune.val_examples={min(1000, n_train // 4)}", "finetune.epochs=1",
-                f"finetune.max_length={64 if args.tiny else 256}"])}
             cmd = py + ["finetune", "--task", "imdb", "--init", str(run_dir / "checkpoint"), "--preset", preset,
                         "--out", str(work / "finetune-imdb")]
             report["stages"]["finetune"] = run_stage("finetune", cmd, fenv, logs, 600)
+        elif stage == "baselines":  # the same reviews and settings as the fine-tune above
+            table = work / "baselines.json"
+            cmd = py + ["results", "--preset", preset, "--tasks", "imdb", "--rows", "bow", "random", "--quiet",
+                        "--out", str(table)]
+            record = run_stage("baselines", cmd, fenv, logs, 600)
+            if table.exists():
+                record["result"] = json.loads(table.read_text())["results"]
+            report["stages"]["baselines"] = record
         save()
-    if "OUT" in os.environ and Path(os.environ["OUT"]).is_dir():  # the device tool brings $OUT back
-        for name in ("gpu_check.json", "gpu_check.md", "gpu_check.log"):
-            shutil.copy2(out / name, Path(os.environ["OUT"]) / name)
     print((out / "gpu_check.md").read_text())
     return 0 if all(s["status"] == "ok" for s in report["stages"].values()) else 1
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,17 +77,22 @@ def test_gpu_check_summary_of_a_full_report():
 @pytest.mark.slow
 def test_gpu_check_tiny_dry_run(tmp_path):
     """The script's CPU dry run: a time-budgeted pretraining run on ci, then the IMDB fine-tune of it."""
+    (tmp_path / "device-out").mkdir()  # $OUT of a device machine: the results are copied there after each stage
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--tiny", "--out",
-                           str(tmp_path), "--work", str(tmp_path / "work"), "--stages", "pretrain", "finetune"],
-                          capture_output=True, text=True, timeout=300)
+                           str(tmp_path), "--work", str(tmp_path / "work"), "--stages", "pretrain", "finetune",
+                           "baselines"], capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "OUT": str(tmp_path / "device-out")})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["tiny"] and set(report["stages"]) == {"tokenizer", "pretrain", "finetune"}
+    assert report["tiny"] and set(report["stages"]) == {"tokenizer", "pretrain", "finetune", "baselines"}
     assert all(stage["status"] == "ok" for stage in report["stages"].values())
     pre = report["stages"]["pretrain"]["result"]
     assert pre["finished"] and pre["train_seconds"] >= 3.0 and 0 <= pre["gutenberg_accuracy"] <= 1
     fin = report["stages"]["finetune"]["result"]
     assert fin["task"] == "imdb" and 0 <= fin["accuracy"] <= 1 and fin["test_examples"] == 64
+    base = {row["model"]: row for row in report["stages"]["baselines"]["result"]}
+    assert set(base) == {"bow", "random"} and all(row["train_examples"] == 64 for row in base.values())
     md = (tmp_path / "gpu_check.md").read_text()
-    assert "dry run" in md and "IMDB fine-tune" in md
+    assert "dry run" in md and "IMDB fine-tune" in md and "bag of words (TF-IDF" in md
+    assert (tmp_path / "device-out" / "gpu_check.md").read_text() == md
     assert "===== pretrain (stdout)" in (tmp_path / "gpu_check.log").read_text()
