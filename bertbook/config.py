@@ -175,6 +175,7 @@ class FinetuneConfig:
     val_examples: int = 1000  # validation examples carved from train with a fixed seed
     test_examples: int = 4000  # test examples evaluated (0 = all)
     minilm_max_length: int = 128  # MiniLM is ~15x slower per token; its runs use this length
+    minilm_learning_rate: float = 5e-5  # MiniLM's own rate: a from-scratch model's 1e-3 wrecks its weights
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -188,7 +189,8 @@ class FinetuneConfig:
                    f"finetune.{name} must be a non-negative integer (0 = all), got {value!r}.")
         _check(self.truncation in ("head", "head+tail"),
                f"finetune.truncation must be 'head' or 'head+tail', got {self.truncation!r}.")
-        _check(self.learning_rate > 0, f"finetune.learning_rate must be > 0, got {self.learning_rate}.")
+        for name in ("learning_rate", "minilm_learning_rate"):
+            _check(getattr(self, name) > 0, f"finetune.{name} must be > 0, got {getattr(self, name)}.")
         _check(0.0 <= self.classifier_dropout < 1.0,
                f"finetune.classifier_dropout must be in [0, 1), got {self.classifier_dropout}.")
 
@@ -313,7 +315,7 @@ PRESETS: dict[str, Preset] = {
         # the whole course near an hour on 2 cores; raise them for better results on a faster machine.
         pretrain=PretrainConfig(seq_len=128, batch_size=32, max_steps=3000, time_budget_s=600,
                                 learning_rate=1e-3, eval_every=100, eval_batches=10, checkpoint_every=200),
-        finetune=FinetuneConfig(max_length=128, batch_size=16, epochs=2, learning_rate=1e-4,
+        finetune=FinetuneConfig(max_length=128, batch_size=16, epochs=2, learning_rate=1e-3,
                                 train_examples=2000, val_examples=500, test_examples=2000,
                                 minilm_max_length=128),
         data=DataConfig(corpus="gutenberg-small"),

@@ -614,12 +614,15 @@ def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: 
         print(f"{task}: {len(enc['train'])} train / {len(enc['validation'])} validation / {len(enc['test'])} "
               f"test examples, length {L} ({trunc}), {P.finetune.epochs} epoch(s)")
     t0 = time.perf_counter()
-    result = fine_tune(model, enc["train"], enc["validation"], P.finetune, pad_id=pad, verbose=verbose)
+    cfg = P.finetune  # a pretrained transformers model (MiniLM) keeps its own, smaller learning rate
+    if info["kind"] == "transformers":
+        cfg = dataclasses.replace(cfg, learning_rate=cfg.minilm_learning_rate)
+    result = fine_tune(model, enc["train"], enc["validation"], cfg, pad_id=pad, verbose=verbose)
     test = evaluate(model, enc["test"], P.finetune.batch_size * 2, pad)
     ood = evaluate(model, enc["ood"], P.finetune.batch_size * 2, pad) if "ood" in enc else None
     seconds = time.perf_counter() - t0
     record = {"task": task, "model": info["init"], "preset": P.name, "train_examples": len(enc["train"]),
-              "max_length": L, "truncation": trunc, "epochs": P.finetune.epochs,
+              "max_length": L, "truncation": trunc, "epochs": P.finetune.epochs, "learning_rate": cfg.learning_rate,
               "accuracy": test["accuracy"], "precision": test["precision"], "recall": test["recall"],
               "f1": test["f1"], "test_examples": test["n"], "rt_accuracy": ood["accuracy"] if ood else None,
               "val_accuracy": result.best["val_accuracy"], "best_epoch": result.best["epoch"],

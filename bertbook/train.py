@@ -514,6 +514,11 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
                 record = {"kind": "eval", "step": step, "name": name, **metrics}
                 history.eval.append(record)
                 report(record)
+            if not progress:  # no bar to show the run's progress: a line per evaluation instead
+                last = history.train[-1] if history.train else {}
+                say(f"step {step}: train loss {last.get('loss', float('nan')):.3f}, held-out " + ", ".join(
+                    f"{r['name']} MLM accuracy {r['accuracy']:.1%}" for r in history.eval[-len(eval_sets):])
+                    + f" [{clock.elapsed:.0f} s]", flush=True)
 
     # --- the loop: one optimizer step per iteration ---
     # tqdm drops a total that n overshoots (and the format below then fails): keep n within the budget

@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "bench":
             cmd = py + ["bench", "--json", "--device", device]
             cmd += ["--quick"] if args.tiny else ["--repeats", "2", "--steps", "5", "--tokenize-chars", "10000000"]
-            report["stages"]["bench"] = run_stage("bench", cmd, {**env, "BERTBOOK_PRESET": preset}, logs, 300)
+            report["stages"]["bench"] = run_stage("bench", cmd, {**env, "BERTBOOK_PRESET": preset,  # its corpus
+                                                            "BERTBOOK_SET": ",".join(sets)}, logs, 300)
         elif stage == "pretrain":
             cmd = py + ["pretrain", "--preset", preset, "--out", str(run_dir), "--time-budget", str(budget),
                         "--no-progress"] + [f"--set={s}" for s in sets]

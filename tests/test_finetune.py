@@ -190,6 +190,23 @@ def test_checkpoint_from_another_config_is_refused(artifacts, tmp_path):
         F.build_classifier(P, tmp_path / "ckpt", verbose=False)
 
 
+def test_minilm_fine_tunes_at_its_own_learning_rate(ci_tokenizer, monkeypatch):
+    """A from-scratch model's rate (ci: 1e-3) would wreck MiniLM's weights: it uses finetune.minilm_learning_rate."""
+    items = word_sentiment(48, seed=3)
+    split = lambda xs: ([x["text"] for x in xs], [x["label"] for x in xs])  # noqa: E731
+    splits = {"train": split(items[:16]), "validation": split(items[16:32]), "test": split(items[32:])}
+    Q = P.override(**{"finetune.minilm_learning_rate": 2e-5, "finetune.minilm_max_length": 16})
+    used = []
+    real = F.fine_tune
+    monkeypatch.setattr(F, "fine_tune", lambda model, train, val, cfg, **kw: used.append(cfg.learning_rate)
+                        or real(model, train, val, cfg, **kw))
+    monkeypatch.setattr("bertbook.tokenizer.get_tokenizer", lambda preset: ci_tokenizer)
+    minilm = F.run_finetune(Q, "sst2", "minilm", data=splits, verbose=False).record
+    scratch = F.run_finetune(Q, "sst2", "random", data=splits, verbose=False).record
+    assert used == [2e-5, P.finetune.learning_rate]
+    assert minilm["learning_rate"] == 2e-5 and scratch["learning_rate"] == P.finetune.learning_rate
+
+
 # --- baseline, results table, command line ---------------------------------------------------------------
 
 def test_bag_of_words_beats_chance_on_a_small_slice():
