@@ -42,6 +42,7 @@ __all__ = [
     "make_scheduler",
     "autocast_dtype",
     "evaluate",
+    "unigram_baseline",
     "TrainingDiverged",
     "save_checkpoint",
     "find_checkpoint",
@@ -173,6 +174,19 @@ def evaluate(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: t
     loss = total_loss / max(count, 1)
     return {"loss": loss, "accuracy": correct / max(count, 1), "perplexity": math.exp(min(loss, 50.0)),
             "tokens": count}
+
+
+def unigram_baseline(train_ids, batches: list[dict[str, torch.Tensor]], vocab_size: int) -> dict[str, float]:
+    """The held-out numbers of a model that ignores the context (notebook 05): at every masked position it
+    predicts how often each token occurs in the training ids (add-one smoothed), so its top guess is always
+    the most frequent token. A pretraining run first falls to about this loss and can sit near it for a
+    long while (the plateau) before it learns to use the context. Same batches, same keys as `evaluate`."""
+    counts = torch.from_numpy(np.bincount(np.asarray(train_ids), minlength=vocab_size))
+    log_p = torch.log((counts[:vocab_size].double() + 1.0) / (counts[:vocab_size].sum() + vocab_size))
+    target = torch.cat([b["labels"][b["labels"] != -100] for b in batches])
+    loss = float(-log_p[target].mean())
+    return {"loss": loss, "accuracy": float((target == log_p.argmax()).double().mean()),
+            "perplexity": math.exp(min(loss, 50.0)), "tokens": int(target.numel())}
 
 
 # ---------------------------------------------------------------------------------------------------------

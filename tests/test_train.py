@@ -210,3 +210,23 @@ def test_exercise_checkers(capsys):
         train.check_no_decay(lambda model: {n for n, _ in model.named_parameters() if n.endswith("bias")})
     with pytest.raises(AssertionError, match="lose their decay"):
         train.check_no_decay(lambda model: {n for n, _ in model.named_parameters()})
+
+
+def test_unigram_baseline_is_a_context_free_model_scored_like_evaluate():
+    train_ids = [5] * 6 + [7] * 3 + [9]  # counts 6, 3, 1 of 10; vocabulary of 12, add-one smoothing
+    labels = torch.full((2, 4), -100)
+    labels[0, 1], labels[0, 3], labels[1, 0], labels[1, 2] = 5, 7, 9, 5
+    batches = [{"input_ids": torch.zeros(2, 4, dtype=torch.long), "token_type_ids": torch.zeros(2, 4, dtype=torch.long),
+                "labels": labels}]
+    got = train.unigram_baseline(train_ids, batches, vocab_size=12)
+    p = {5: 7 / 22, 7: 4 / 22, 9: 2 / 22}
+    want = -(2 * math.log(p[5]) + math.log(p[7]) + math.log(p[9])) / 4
+    assert got["tokens"] == 4 and got["accuracy"] == 0.5 and got["loss"] == pytest.approx(want)
+
+    class ContextFree(torch.nn.Module):  # the same predictor as a model: `evaluate` must agree
+        def forward(self, input_ids, token_type_ids, labels, masked_only):
+            log_p = torch.log((torch.bincount(torch.tensor(train_ids), minlength=12).float() + 1) / 22)
+            return type("Out", (), {"logits": log_p.expand(int((labels != -100).sum()), 12)})
+
+    ev = train.evaluate(ContextFree(), batches)
+    assert ev["loss"] == pytest.approx(got["loss"], rel=1e-6) and ev["accuracy"] == got["accuracy"]
