@@ -260,8 +260,9 @@ class PretrainData:
     """Masked micro-batches for pretraining, each a pure function of ``(seed, step, index)`` (notebook 05).
 
     ``objective='none'``: rows are ``[CLS] + seq_len-2 consecutive tokens + [SEP]``. Otherwise a window of
-    ``seq_len - 1 - k`` tokens starting at a sentence is cut at sentence boundaries into k segments (k=2
-    for nsp and sop, 3 for msc) and assembled with [SEP]s; every row is exactly ``seq_len`` long.
+    ``seq_len - 1 - k`` tokens starting at a sentence is cut at sentence boundaries (between two words where
+    no sentence ends inside the window) into k segments (k=2 for nsp and sop, 3 for msc) and assembled with
+    [SEP]s; every row is exactly ``seq_len`` long, so the last segment ends wherever the row is full.
     """
 
     def __init__(self, cache: TokenCache, vocab: MaskVocab, seq_len: int, batch_size: int,
@@ -316,25 +317,35 @@ class PretrainData:
         return {"input_ids": input_ids, "token_type_ids": torch.zeros_like(input_ids)}
 
     def _start(self, window: int) -> int:
-        """The first sentence start at or after the window's offset (so segments begin with a sentence)."""
-        starts = self.cache.sentence_starts
+        """The first sentence start at or after the window's offset (so segments begin with a sentence); near
+        the end of the corpus, the last sentence start that leaves room for a whole window."""
+        starts, latest = self.cache.sentence_starts, self.cache.n_tokens - self.width
         j = int(np.searchsorted(starts, window * self.width))
-        s = int(starts[j]) if j < len(starts) else window * self.width
-        return min(s, self.cache.n_tokens - self.width)
+        if j < len(starts) and starts[j] <= latest:
+            return int(starts[j])
+        j = int(np.searchsorted(starts, latest, side="right")) - 1
+        return int(starts[j]) if j >= 0 else latest
 
     def _cuts(self, s: int, targets: list[int]) -> list[int]:
-        """Move each cut to the nearest sentence boundary inside the window, keeping segments non-empty."""
-        starts = self.cache.sentence_starts
-        lo, hi = int(np.searchsorted(starts, s + 1)), int(np.searchsorted(starts, s + self.width))
-        inside = np.asarray(starts[lo:hi])
+        """Where the segments of the window ``[s, s + width)`` meet: at the sentence start nearest each target,
+        or, when no sentence starts in the rest of the window, at the nearest word start. A cut before a
+        '##' piece would give the order away (``his grat [SEP] ##itude``). Every segment keeps a token."""
+        starts, end = self.cache.sentence_starts, s + self.width
+        lo, hi = int(np.searchsorted(starts, s + 1)), int(np.searchsorted(starts, end))
+        sentences = np.asarray(starts[lo:hi], dtype=np.int64)  # sentence starts inside the window
+        body = torch.from_numpy(np.asarray(self.cache.ids[s:end], dtype=np.int64))  # (W,)
+        words = s + np.flatnonzero(~self.vocab.continuation[body].numpy()[1:]) + 1  # word starts after s
         cuts, prev = [], s
-        for t in targets:
-            c = t
-            if len(inside):
-                near = int(inside[np.abs(inside - t).argmin()])
-                if near > prev:
-                    c = near
-            c = max(c, prev + 1)
+        for i, t in enumerate(targets):
+            later = len(targets) - 1 - i  # cuts still to place: leave each a word start (or at least a token)
+            last = int(words[-later - 1]) if len(words) > later else end - later - 1
+            for candidates in (sentences, words):
+                ok = candidates[(candidates > prev) & (candidates <= last)]
+                if len(ok):
+                    c = int(ok[np.abs(ok - t).argmin()])
+                    break
+            else:  # a single word fills the rest of the window: cut where asked
+                c = min(max(t, prev + 1), last)
             cuts.append(c)
             prev = c
         return cuts

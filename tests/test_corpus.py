@@ -147,3 +147,66 @@ def test_eval_batches_are_fixed(env):
     assert "@-@" not in wiki and "<unk>" not in wiki
     with pytest.raises(ValueError, match="fewer than one row"):
         corpus.eval_batches("too short", tok, vocab, 64, 8, 2)
+
+
+def _segment_starts(row: list[int], k: int, sep_id: int) -> list[int]:
+    """Positions in ``row`` where each of its ``k`` segments begins ([CLS] s1 [SEP] s2 [SEP] ...)."""
+    seps = [i for i, t in enumerate(row) if t == sep_id][-k:]
+    return [1] + [i + 1 for i in seps[:-1]]
+
+
+@pytest.mark.parametrize("objective", ["nsp", "sop", "msc"])
+def test_segments_never_begin_inside_a_word(env, objective):
+    _, tok, cache, vocab = env
+    data = corpus.PretrainData(cache, vocab, 64, 64, objective=objective, seed=0)
+    k = 3 if objective == "msc" else 2
+    for step in range(4):
+        b = data.batch(step)
+        ids = torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"])
+        for row in ids.tolist():
+            firsts = [row[i] for i in _segment_starts(row, k, tok.sep_token_id)]
+            assert not vocab.continuation[firsts].any(), tok.convert_ids_to_tokens(row)
+
+
+def test_cuts_prefer_sentence_starts_then_word_starts(tmp_path):
+    # A toy vocabulary and stream: words of one or two pieces ('##' continues a word), and one very long
+    # sentence in which no sentence boundary is near.
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c", "##x", "##y"]
+    special = torch.tensor([t.startswith("[") for t in tokens])
+    vocab = MaskVocab(mask_token_id=4, cls_token_id=2, sep_token_id=3, pad_token_id=0, special=special,
+                      continuation=torch.tensor([t.startswith("##") for t in tokens]),
+                      random_ids=torch.nonzero(~special).flatten())
+    g = np.random.default_rng(0)
+    ids = g.choice([5, 6, 7, 8, 9], size=400).astype(np.uint16)
+    ids[0] = 5
+    starts = np.array([0, 9, 20, 300])  # sentences of 9 and 11 tokens, then one of 280 tokens
+    for s in starts:
+        ids[s] = 6  # a sentence begins with a word
+    cache = corpus.TokenCache(folder=tmp_path, ids=ids, sentence_starts=starts, meta={})
+    data = corpus.PretrainData(cache, vocab, seq_len=32, batch_size=4, objective="msc")
+    W = data.width  # 28 content tokens
+    # Inside the first sentences every cut lands on a sentence start, whatever the targets.
+    assert data._cuts(0, [W // 3, 2 * W // 3]) == [9, 20]
+    assert data._cuts(0, [12]) == [9]
+    # Inside the long sentence there is no sentence start: each cut moves to the nearest word start.
+    for s in (40, 100, 200):
+        for targets in ([s + 7, s + 15], [s + 1, s + 2], [s + W - 2, s + W - 1]):
+            cuts = data._cuts(s, targets)
+            assert all(not vocab.continuation[ids[c]] for c in cuts), (s, targets, cuts)
+            assert s < cuts[0] < cuts[1] < s + W  # every segment keeps at least one token
+        word_starts = [j for j in range(s + 1, s + W) if not vocab.continuation[ids[j]]]
+        first = data._cuts(s, [s + 7, s + 15])[0]  # targets far apart: the first cut is the nearest word start
+        assert abs(first - (s + 7)) == min(abs(j - (s + 7)) for j in word_starts)
+    # The rows themselves: no segment of any objective begins with a '##' piece.
+    for objective, k in (("sop", 2), ("msc", 3)):
+        rows = corpus.PretrainData(cache, vocab, seq_len=32, batch_size=8, objective=objective, seed=1)
+        for step in range(5):
+            b = rows.batch(step)
+            original = torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"])
+            for row in original.tolist():
+                firsts = [row[i] for i in _segment_starts(row, k, 3)]
+                assert not vocab.continuation[firsts].any(), row
+    # A window that is a single word (nothing but '##' pieces after its first) still gets non-empty segments.
+    ids[100:100 + W] = 8
+    ids[100] = 5
+    assert data._cuts(100, [100 + 5, 100 + 9]) == [105, 109]
