@@ -1,4 +1,4 @@
-"""Exercises with checkers for notebooks 01-03.
+"""Exercises with checkers for notebooks 00-03 and 06.
 
 A checker calls your function on fresh random inputs, compares it with a reference and says what is wrong
 in words (not just "assert failed"). It prints a tick and returns True when all tests pass; otherwise it
@@ -8,12 +8,15 @@ raises an AssertionError with the diagnosis, or, with ``raise_on_error=False``, 
     exercises.check_masked_softmax(my_masked_softmax)
 
 Reference solutions live in ``exercises.solutions``; ``exercises.show_solution("masked_softmax")`` prints
-one. Try first!
+one. Try first! (Notebooks 04, 05 and 07 keep their checkers next to the code they teach: ``masking``,
+``train`` and ``viz``, built on the same harness.)
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
+import math
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -21,8 +24,8 @@ import torch
 
 from .config import ModelConfig
 
-__all__ = ["check_wordpiece", "check_masked_softmax", "check_attention", "check_split_heads",
-           "check_param_count", "solutions", "show_solution"]
+__all__ = ["check_bert_large", "check_wordpiece", "check_masked_softmax", "check_attention", "check_split_heads",
+           "check_param_count", "check_f1_from_confusion", "check_tail_only", "solutions", "show_solution"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -103,13 +106,32 @@ def _param_count(cfg: ModelConfig) -> int:
     return embeddings + cfg.num_hidden_layers * (attention + ffn + norms) + pooler
 
 
-solutions = SimpleNamespace(wordpiece=_wordpiece, masked_softmax=_masked_softmax, attention=_attention,
-                            split_heads=_split_heads, param_count=_param_count)
+def _bert_large_parameters() -> int:
+    V, T, S, H, I, L = 30522, 512, 2, 1024, 4096, 24  # vocabulary, positions, segments, width, FFN, layers
+    embeddings = (V + T + S) * H + 2 * H  # three tables and their LayerNorm (scale and shift)
+    per_layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H  # Q, K, V, O; LN; FFN; LN
+    pooler = H * H + H
+    return embeddings + L * per_layer + pooler
+
+
+def _f1_from_confusion(cm) -> float:
+    tp, fp, fn = cm[1][1], cm[0][1], cm[1][0]  # cm[true][predicted]; class 1 is the positive one
+    return 0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn))  # = 2PR / (P + R)
+
+
+def _tail_only(ids, budget: int) -> list:
+    return list(ids[len(ids) - budget:]) if len(ids) > budget else list(ids)
+
+
+solutions = SimpleNamespace(bert_large_parameters=_bert_large_parameters, wordpiece=_wordpiece,
+                            masked_softmax=_masked_softmax, attention=_attention, split_heads=_split_heads,
+                            param_count=_param_count, f1_from_confusion=_f1_from_confusion, tail_only=_tail_only)
 
 
 def show_solution(name: str) -> None:
-    """Print the reference solution of an exercise (``wordpiece``, ``masked_softmax``, ``attention``,
-    ``split_heads``, ``param_count``)."""
+    """Print the reference solution of an exercise (``bert_large_parameters``, ``wordpiece``,
+    ``masked_softmax``, ``attention``, ``split_heads``, ``param_count``, ``f1_from_confusion``,
+    ``tail_only``)."""
     fn = getattr(solutions, name, None)
     if fn is None:
         raise ValueError(f"No solution called {name!r}; choose one of {', '.join(vars(solutions))}.")
@@ -120,7 +142,7 @@ def show_solution(name: str) -> None:
 # The checkers
 # ----------------------------------------------------------------------------------------------------------
 
-def _run(name: str, tests: Callable[[], int], raise_on_error: bool) -> bool:
+def _run(name: str, tests: Callable[[], int], raise_on_error: bool, passed: str = "passed {n} random tests.") -> bool:
     try:
         n = tests()
     except AssertionError as exc:
@@ -128,7 +150,7 @@ def _run(name: str, tests: Callable[[], int], raise_on_error: bool) -> bool:
             raise
         print(f"✗ {name}: {exc}")
         return False
-    print(f"✓ {name}: passed {n} random tests.")
+    print(f"✓ {name}: {passed.format(n=n)}")
     return True
 
 
@@ -141,6 +163,48 @@ def _call(fn: Callable, *args):
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4)
+
+
+def check_bert_large(fn: Callable[[], int], raise_on_error: bool = True) -> bool:
+    """Check ``fn() -> int``: BERT-large's parameter count (with pooler) written as a formula (notebook 00).
+    Compared with ``ModelConfig(24 layers, 1024 wide, 16 heads, FFN 4096).num_parameters()``."""
+
+    large = ModelConfig(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096)
+    want = large.num_parameters()
+
+    def tests() -> int:
+        got = _call(fn)
+        if got is None:
+            raise AssertionError("your function returned None: return the count, a whole number.")
+        if isinstance(got, bool) or not isinstance(got, int):
+            raise AssertionError(f"return a whole number (int), got {type(got).__name__} {got!r}.")
+        if got == want:
+            return 1
+        H, I, L = large.hidden_size, large.intermediate_size, large.num_hidden_layers
+        diff = want - got
+        parts = {  # parts a count often forgets, in parameters
+            "the layers' biases (one per Linear, as long as its output)": L * (4 * H + I + H),
+            "the layers' LayerNorms (two per layer, a scale and a shift each)": L * 4 * H,
+            "the embeddings' LayerNorm": 2 * H,
+            "the pooler (H x H and a bias)": H * H + H,
+            "the position embeddings (512 x H)": large.max_position_embeddings * H,
+            "the segment embeddings (2 x H)": large.type_vocab_size * H,
+            "the attention output projection W_O": L * H * H,
+        }
+        hint = ""
+        for size in range(1, len(parts) + 1):  # the fewest forgotten parts that explain the difference exactly
+            found = [" and ".join(c) for c in itertools.combinations(parts, size)
+                     if sum(parts[name] for name in c) == diff]
+            if found:
+                hint = "missing: " + "; or ".join(found) + "."
+                break
+        if not hint:
+            hint = ("off by a multiple of the layer count: check one layer's parts." if diff % L == 0 else
+                    "check the embeddings (three tables and a LayerNorm) and the pooler.")
+        raise AssertionError(f"your count {got:,} differs from {want:,} by {-diff:+,}: {hint}")
+
+    return _run("BERT-large parameter count", tests, raise_on_error,
+                passed=f"{want:,} parameters, correct (the paper rounds it to 340 M).")
 
 
 def check_wordpiece(fn: Callable[[str, set], list[str]], raise_on_error: bool = True, trials: int = 200) -> bool:
@@ -320,3 +384,80 @@ def check_param_count(fn: Callable[[ModelConfig], int], raise_on_error: bool = T
         return trials
 
     return _run("parameter count", tests, raise_on_error)
+
+
+def check_f1_from_confusion(fn: Callable, raise_on_error: bool = True, trials: int = 50) -> bool:
+    """Check ``fn(cm) -> float``: the F1 of the positive class (index 1) from a 2 x 2 confusion matrix
+    ``cm[true, predicted]`` (a NumPy array), 0.0 when it is undefined (notebook 06, exercise 1)."""
+    import numpy as np
+
+    def reference_parts(cm) -> tuple[float, float]:
+        tp, fp, fn_ = int(cm[1, 1]), int(cm[0, 1]), int(cm[1, 0])
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn_) if tp + fn_ else 0.0
+        return precision, recall
+
+    def tests() -> int:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+        edge = [np.array([[5, 0], [0, 0]]), np.array([[3, 2], [4, 0]]), np.array([[0, 0], [0, 7]])]
+        cases = [rng.integers(1, 30, (2, 2)) for _ in range(trials)] + edge  # the usual case first
+        for cm in cases:
+            want = _f1_from_confusion(cm)
+            got = _call(fn, cm.copy())
+            if got is None:
+                raise AssertionError("your function returned None: return the F1, a number between 0 and 1.")
+            try:
+                got = float(got)
+            except (TypeError, ValueError):
+                raise AssertionError(f"return one number, got {type(got).__name__}.") from None
+            if math.isclose(got, want, abs_tol=1e-9):
+                continue
+            precision, recall = reference_parts(cm)
+            hint = ""
+            if math.isnan(got):
+                hint = " With no true positives, precision and recall are 0 / 0 or 0: return 0.0, not NaN."
+            elif math.isclose(got, _f1_from_confusion(cm[::-1, ::-1]), abs_tol=1e-9):
+                hint = " That is the F1 of class 0; the positive class is index 1."
+            elif math.isclose(got, (precision + recall) / 2, abs_tol=1e-9):
+                hint = " That is the arithmetic mean of precision and recall; F1 is their harmonic mean."
+            elif math.isclose(got, (cm[0, 0] + cm[1, 1]) / cm.sum(), abs_tol=1e-9):
+                hint = " That is the accuracy."
+            raise AssertionError(f"for cm = {cm.tolist()} (rows: true class, columns: predicted) the F1 is "
+                                 f"{want:.4f}, you returned {got:.4f}.{hint}")
+        return len(cases)
+
+    return _run("F1 from a confusion matrix", tests, raise_on_error, passed="passed {n} tests.")
+
+
+def check_tail_only(fn: Callable, raise_on_error: bool = True, trials: int = 50) -> bool:
+    """Check ``fn(ids, budget) -> list``: the last ``budget`` tokens of ``ids``, or all of them when there
+    are no more than ``budget`` (notebook 06, exercise 2)."""
+
+    def tests() -> int:
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+        cases = [(list(range(100)), 10), (list(range(5)), 10), (list(range(7)), 7), (list(range(8)), 1)]
+        for _ in range(trials):
+            n, budget = (int(x) for x in torch.randint(1, 40, (2,), generator=g))
+            cases.append((torch.randint(5, 2000, (n,), generator=g).tolist(), budget))
+        for ids, budget in cases:
+            want = _tail_only(ids, budget)
+            got = _call(fn, list(ids), budget)
+            if got is None:
+                raise AssertionError("your function returned None: return the list of kept token ids.")
+            got = list(got)
+            if got == want:
+                continue
+            if got == ids[:budget]:
+                hint = " You kept the head; keep the last tokens."
+            elif len(ids) <= budget:
+                hint = " A sequence that already fits must come back unchanged."
+            elif len(got) != budget:
+                hint = f" Keep exactly {budget} tokens (you kept {len(got)})."
+            else:
+                hint = ""
+            raise AssertionError(f"for {len(ids)} tokens and a budget of {budget} the result is ...{want[-3:]} "
+                                 f"({len(want)} tokens); you returned {got[:3]}...{got[-3:]} ({len(got)} tokens)."
+                                 f"{hint}")
+        return len(cases)
+
+    return _run("tail-only truncation", tests, raise_on_error, passed="passed {n} tests.")

@@ -138,3 +138,70 @@ def test_show_solution(capsys):
     assert "transpose(1, 2)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="choose one of"):
         X.show_solution("nothing")
+
+
+# --------------------------------------------------------------------- notebooks 00 and 06
+
+
+def test_bert_large_checker(capsys):
+    assert X.check_bert_large(X.solutions.bert_large_parameters)
+    assert "335,141,888 parameters, correct" in capsys.readouterr().out
+    V, T, S, H, I, L = 30522, 512, 2, 1024, 4096, 24
+    rule_of_thumb = lambda: (V + T + S) * H + L * 12 * H * H  # weight matrices only
+    no_pooler = lambda: X.solutions.bert_large_parameters() - (H * H + H)
+    no_norms = lambda: X.solutions.bert_large_parameters() - (L * 4 * H + 2 * H)
+    for wrong, message in [(rule_of_thumb, r"the layers' biases .* and the layers' LayerNorms .* and "
+                                            r"the embeddings' LayerNorm and the pooler"),
+                           (no_pooler, r"missing: the pooler \(H x H and a bias\)\.$"),
+                           (no_norms, "missing: the layers' LayerNorms .* and the embeddings' LayerNorm"), (lambda: None, "returned None"),
+                           (lambda: 3.4e8, "whole number"), (lambda: 1 / 0, "ZeroDivisionError")]:
+        with pytest.raises(AssertionError, match=message):
+            X.check_bert_large(wrong)
+    assert not X.check_bert_large(no_pooler, raise_on_error=False)
+    assert "✗ BERT-large parameter count" in capsys.readouterr().out
+
+
+def test_f1_checker():
+    import numpy as np
+
+    from bertbook import finetune as F
+
+    assert X.check_f1_from_confusion(X.solutions.f1_from_confusion)
+    # the package's metrics agree with the reference on the matrices the checker draws
+    assert X.check_f1_from_confusion(lambda cm: F.classification_metrics(
+        [0] * int(cm[0].sum()) + [1] * int(cm[1].sum()),
+        [0] * int(cm[0, 0]) + [1] * int(cm[0, 1]) + [0] * int(cm[1, 0]) + [1] * int(cm[1, 1]))["f1"])
+
+    def precision_recall(cm):
+        tp, fp, fn = cm[1, 1], cm[0, 1], cm[1, 0]
+        return tp / (tp + fp), tp / (tp + fn)
+
+    def nan_when_undefined(cm):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p, r = precision_recall(cm)
+            return 2 * p * r / (p + r)
+
+    for wrong, message in [
+        (nan_when_undefined, "not NaN"),
+        (lambda cm: X.solutions.f1_from_confusion(cm[::-1, ::-1]), "class 0"),
+        (lambda cm: (cm[0, 0] + cm[1, 1]) / cm.sum(), "accuracy"),
+        (lambda cm: None, "returned None"),
+        (lambda cm: [0.5], "one number"),
+    ]:
+        with pytest.raises(AssertionError, match=message):
+            X.check_f1_from_confusion(wrong)
+
+
+def test_tail_checker():
+    from bertbook import finetune as F
+
+    assert X.check_tail_only(X.solutions.tail_only)
+    head = lambda ids, budget: F.truncate(ids, budget, "head")
+    for wrong, message in [
+        (head, "You kept the head"),
+        (lambda ids, budget: ids[-budget:][1:], f"Keep exactly"),
+        (lambda ids, budget: ids[-budget:] if len(ids) > budget else [], "must come back unchanged"),
+        (lambda ids, budget: None, "returned None"),
+    ]:
+        with pytest.raises(AssertionError, match=message):
+            X.check_tail_only(wrong)
