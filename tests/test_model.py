@@ -189,6 +189,49 @@ def test_a_checkpoint_of_another_shape_is_refused(tmp_path):
         BertForMaskedLM.from_pretrained(tmp_path / "small")
 
 
+def test_a_damaged_or_missing_file_is_named_with_what_to_do(tmp_path):
+    """A truncated weights file, broken JSON or a missing file: the error names the file and says what to do
+    (re-run what wrote the folder, or delete it), instead of the library's own message."""
+    import re
+    import shutil
+
+    from bertbook.model import MissingFileError, check_files, read_json_file
+
+    BertForMaskedLM(CFG).save_pretrained(tmp_path / "good")
+
+    def damaged(name, content=None):
+        folder = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(tmp_path / "good", folder)
+        if content is None:
+            (folder / name).unlink()
+        else:
+            (folder / name).write_bytes(content((folder / name).read_bytes()))
+        return folder
+
+    half = lambda b: b[:len(b) // 2]  # noqa: E731 - what a killed copy or a full disk leaves
+    folder = damaged("model.safetensors", half)
+    for load in (lambda: BertForMaskedLM.from_pretrained(folder), lambda: BertModel(CFG).load_encoder(folder)):
+        with pytest.raises(CheckpointError, match=rf"{re.escape(str(folder))}/model.safetensors is damaged \(not a "
+                                                  r"readable safetensors file: SafetensorError.*delete that folder"):
+            load()
+    folder = damaged("config.json", half)
+    for load in (lambda: BertForMaskedLM.from_pretrained(folder), lambda: checkpoint_config(folder)):
+        with pytest.raises(CheckpointError, match=r"config.json is damaged \(not valid JSON.*Re-run the command"):
+            load()
+    folder = damaged("config.json", lambda b: b"[1, 2]")
+    with pytest.raises(CheckpointError, match="config.json is damaged .a JSON list where an object"):
+        checkpoint_config(folder)
+    folder = damaged("model.safetensors")
+    with pytest.raises(MissingFileError, match=r"model.safetensors is missing. Re-run"):
+        BertForMaskedLM.from_pretrained(folder)
+    assert issubclass(MissingFileError, FileNotFoundError) and issubclass(MissingFileError, CheckpointError)
+    # the helpers other loaders use: the first bad file is named, with the caller's advice
+    with pytest.raises(CheckpointError, match=r"model.safetensors is damaged.*Do this\.$"):
+        check_files(damaged("model.safetensors", lambda b: b""), ["config.json", "model.safetensors"], "Do this.")
+    check_files(tmp_path / "good", ["config.json", "model.safetensors"])
+    assert read_json_file(tmp_path / "good" / "config.json")["hidden_size"] == CFG.hidden_size
+
+
 def test_attention_modules_project_qkv():
     model = BertForSequenceClassification(CFG)
     mods = attention_modules(model)

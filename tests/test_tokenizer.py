@@ -91,3 +91,21 @@ def test_get_tokenizer_trains_once_then_loads(artifacts, capsys):
     assert capsys.readouterr().out == ""
     assert again.get_vocab() == tok.get_vocab()
     assert again.model_max_length == P.model.max_position_embeddings
+
+
+def test_a_damaged_tokenizer_file_is_named(tok, artifacts):
+    """A truncated or garbled tokenizer.json: the error names it and says to delete the folder (get_tokenizer
+    then trains a new one), not the tokenizers library's bare "expected value" or KeyError."""
+    from bertbook.model import CheckpointError
+
+    folder = T.save_tokenizer(tok, artifacts / "ci" / "tokenizer")
+    good = (folder / "tokenizer.json").read_bytes()
+    for content, problem in [(good[:len(good) // 2], "not valid JSON"), (b'{"version": "1.0"}', "unreadable")]:
+        (folder / "tokenizer.json").write_bytes(content)
+        with pytest.raises(CheckpointError, match=rf"tokenizer.json is damaged \({problem}.*Delete the folder "
+                                                  rf".*get_tokenizer\(P\) then trains a new tokenizer"):
+            T.get_tokenizer(get_preset("ci"))
+    (folder / "tokenizer.json").write_bytes(good)
+    (folder / "tokenizer_config.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"tokenizer_config.json is damaged.*Re-run the command that wrote"):
+        T.load_tokenizer(folder)
