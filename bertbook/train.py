@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -47,6 +48,7 @@ __all__ = [
     "save_checkpoint",
     "find_checkpoint",
     "read_run",
+    "load_training_state",
     "check_resumable",
     "History",
     "build_model",
@@ -216,15 +218,24 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every random generator's state as tensors, numbers and strings only, so that the checkpoint loads with
+    ``torch.load(weights_only=True)``, which unpickles no Python objects (a numpy array would need that)."""
+    version, mt, gauss_next = random.getstate()  # Mersenne Twister: 624 words and a position
+    name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss_next": gauss_next},
+             "numpy": {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
+    np.random.set_state((npy["name"], npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -262,9 +273,37 @@ def find_checkpoint(run_dir: Path) -> Path | None:
     return final if (final / RUN_FILE).exists() else None
 
 
+def _restart_advice(checkpoint: Path) -> str:
+    """What to do when a file of a pretraining checkpoint is missing or damaged."""
+    return (f"Delete the folder {checkpoint} and pretrain again (notebook 05, or python -m bertbook pretrain "
+            f"--out {Path(checkpoint).parent}).")
+
+
 def read_run(checkpoint: Path) -> dict:
     """The ``pretrain.json`` of a checkpoint: preset, step, finished flag and history."""
-    return json.loads((Path(checkpoint) / RUN_FILE).read_text())
+    from .model import read_json_file
+
+    return read_json_file(Path(checkpoint) / RUN_FILE, _restart_advice(checkpoint))
+
+
+def load_training_state(checkpoint: Path) -> dict:
+    """A checkpoint's optimizer, scheduler and random states (``training_state.pt``), read with
+    ``torch.load(weights_only=True)``: the file holds only tensors, numbers, strings, lists and dicts, so
+    loading it runs no code from it, whoever wrote it. A missing or damaged file raises a CheckpointError."""
+    from .model import file_error
+
+    path = Path(checkpoint) / STATE_FILE
+    advice = _restart_advice(checkpoint)
+    if not path.is_file():
+        raise file_error(path, None, advice)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # Python objects inside: an older bertbook's format, or not ours at all
+        raise file_error(path, "it holds Python objects that only unpickling could read, and unpickling can "
+                               "run code from the file; bertbook writes only tensors and numbers there, older "
+                               "versions pickled the random states", advice) from None
+    except Exception as exc:  # truncated: OSError, EOFError or RuntimeError from the zip reader
+        raise file_error(path, "not a readable torch file", advice, exc) from None
 
 
 def check_resumable(saved: dict, preset, tokenizer_hash: str, where: Path) -> None:
@@ -462,10 +501,10 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
         scheduler = make_scheduler(optimizer, round(pc.warmup_frac * pc.max_steps), pc.max_steps, pc.schedule)
     history, start = History(), 0
     if saved is not None:
-        from safetensors.torch import load_file
+        from .model import read_weights_file
 
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(dev)))
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        model.load_state_dict(read_weights_file(ckpt / "model.safetensors", _restart_advice(ckpt), device=dev))
+        state = load_training_state(ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if len(state["rng"]) == world:

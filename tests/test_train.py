@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -64,6 +65,9 @@ def test_resume_continues_the_same_curve(P, tmp_path):
     half = train.pretrain(P, tmp_path / "split", stop_after=4, progress=False, verbose=False)
     assert not half.finished and len(half.train) == 4
     assert train.read_run(tmp_path / "split" / "checkpoint")["step"] == 4
+    # the optimizer, scheduler and random states load without unpickling any Python object
+    state = torch.load(tmp_path / "split" / "checkpoint" / train.STATE_FILE, weights_only=True)
+    assert set(state) == {"optimizer", "scheduler", "rng"} and state["optimizer"]["state"]
     resumed = train.pretrain(P, tmp_path / "split", resume=True, progress=False, verbose=False)
     assert resumed.finished
     assert [r["loss"] for r in resumed.train] == [r["loss"] for r in full.train]
@@ -82,6 +86,68 @@ def test_resume_continues_the_same_curve(P, tmp_path):
     # nothing is overwritten without resume=True
     with pytest.raises(FileExistsError, match="resume"):
         train.pretrain(P, tmp_path / "full", progress=False, verbose=False)
+
+
+def test_random_states_round_trip_through_a_weights_only_file(tmp_path):
+    """Python's, numpy's and torch's generators are saved as tensors and numbers (``weights_only=True`` loads
+    them) and restored exactly, a cached Gaussian included."""
+    import random
+
+    import numpy as np
+
+    random.gauss(0, 1), np.random.standard_normal()  # both now hold a cached second Gaussian
+
+    def draws():
+        return random.random(), random.gauss(0, 1), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()
+
+    torch.save(train._rng_state(), tmp_path / "rng.pt")
+    expected = draws()
+    train._set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert draws() == expected
+
+
+def test_a_damaged_checkpoint_is_named_and_never_unpickled(P, tmp_path, capsys):
+    """Resuming from a checkpoint with a truncated, garbled, pickled or missing file: the error names the file
+    and says to delete the checkpoint and pretrain again; the command line prints it and exits with 2."""
+    import io
+    import shutil
+
+    train.pretrain(P, tmp_path / "run", stop_after=4, progress=False, verbose=False)
+    good = tmp_path / "run" / "checkpoint"
+    half = lambda b: b[:len(b) // 2]  # noqa: E731 - what a killed copy or a full disk leaves
+
+    class Payload:  # unpickling this would run code: a weights_only load refuses it
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    def saved(obj):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return lambda b: buffer.getvalue()
+
+    cases = [(train.STATE_FILE, half, r"not a readable torch file"),
+             (train.STATE_FILE, saved({"rng": Payload()}), "only unpickling could read"),
+             (train.STATE_FILE, saved({"rng": [{"numpy": np.random.get_state()}]}), "only unpickling"),  # old style
+             (train.STATE_FILE, None, "is missing"),
+             ("model.safetensors", half, r"not a readable safetensors file: SafetensorError"),
+             (train.RUN_FILE, lambda b: b[:-40], "not valid JSON")]
+    for i, (name, damage, problem) in enumerate(cases):
+        run = tmp_path / f"damaged{i}"
+        shutil.copytree(good.parent, run)
+        if damage is None:
+            (run / "checkpoint" / name).unlink()
+        else:
+            (run / "checkpoint" / name).write_bytes(damage((run / "checkpoint" / name).read_bytes()))
+        with pytest.raises(CheckpointError, match=rf"checkpoint/{name} (is damaged \(.*)?{problem}.*Delete the "
+                                                  rf"folder .*checkpoint and pretrain again"):
+            train.pretrain(P, run, resume=True, progress=False, verbose=False)
+    assert "unpickled!" not in capsys.readouterr().out
+    # the command line (the last case: a broken pretrain.json) prints one paragraph, no traceback
+    args = ["--preset", "ci", "--out", str(run), "--resume", "--no-progress"] + [f"--set={k}={v}"
+                                                                                  for k, v in SMALL.items()]
+    assert train.cli_pretrain(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and f"{train.RUN_FILE} is damaged" in err
 
 
 def test_checkpoint_from_another_config_is_refused(P, tmp_path):
