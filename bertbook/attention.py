@@ -178,9 +178,12 @@ class MultiHeadSelfAttention(nn.Module):
 
 @torch.no_grad()
 def explore_attention(model: nn.Module, tokenizer, text: str, layer: int = 0, head: int = 0, scale: bool = True,
-                      use_padding_mask: bool = True, pad_to: int = 0) -> tuple[list[str], torch.Tensor]:
+                      use_padding_mask: bool = True, pad_to: int = 0,
+                      max_length: int | None = None) -> tuple[list[str], torch.Tensor]:
     """One head's attention weights (T, T) on ``text``, with the scale and the padding mask switchable
     (the notebook 02 widget). ``model`` is a bertbook model; ``pad_to`` appends [PAD] tokens up to that length.
+    ``max_length`` keeps only the first tokens ([CLS] and [SEP] included; default: as many as the position
+    table holds), so that a long text still gives a heatmap whose labels can be read.
 
     The layers below ``layer`` run normally (with the mask); only the chosen layer's attention is recomputed
     with your settings, so you see exactly what the switch changes.
@@ -193,7 +196,13 @@ def explore_attention(model: nn.Module, tokenizer, text: str, layer: int = 0, he
         raise ValueError(f"head {head} does not exist: each layer has {n_heads} heads (0..{n_heads - 1}).")
     if not text.strip():
         raise ValueError("type a sentence first: there is nothing to attend to.")
-    enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=bert.config.max_position_embeddings)
+    limit = bert.config.max_position_embeddings
+    if max_length is not None:
+        if max_length < 3:
+            raise ValueError(f"max_length={max_length} leaves no room for a token between [CLS] and [SEP]: "
+                             f"use 3 or more.")
+        limit = min(limit, max_length)
+    enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
     ids, am = enc["input_ids"], enc["attention_mask"]  # (1, T)
     extra = max(0, min(pad_to, bert.config.max_position_embeddings) - ids.size(1))
     if extra:

@@ -62,8 +62,11 @@ def start(seed: int = 0, verbose: bool = True) -> Preset:
     preset = get_preset()
     set_seed(seed)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    from .viz import plot_fonts
+
     plt.rcParams.update({"figure.dpi": 100, "figure.figsize": (6.4, 3.6), "axes.grid": True,
-                         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+                         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+                         "font.family": plot_fonts()})  # + any installed CJK font, for Chinese tokens
     if verbose:
         print(f"bertbook {__version__} | torch {torch.__version__} | {machine()} | device {device()}")
         print(preset.summary())
@@ -133,10 +136,12 @@ def size_panel():
         "hidden": w.IntSlider(768, min=64, max=2048, step=64, description="width H"),
         "heads": w.IntSlider(12, min=1, max=32, description="heads A"),
         "ffn_ratio": w.IntSlider(4, min=1, max=8, description="FFN / H"),
-        "vocab": w.IntSlider(30522, min=1000, max=120000, step=1000, description="vocab"),
+        # step 1: a coarser step would snap BERT's 30522 to the grid (31000) when the panel opens
+        "vocab": w.IntSlider(30522, min=1000, max=120000, step=1, description="vocab"),
         "million_tokens": w.FloatLogSlider(100, base=10, min=0, max=5, description="M tokens"),
     }
     out = w.HTML()
+    out.add_class("bertbook-size-report")
 
     def update(_=None):
         out.value = f"<pre>{size_text(**{k: c.value for k, c in controls.items()})}</pre>"

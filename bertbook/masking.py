@@ -241,6 +241,16 @@ def sentence_loss(sentence_logits: torch.Tensor, sentence_label: torch.Tensor) -
 # ---------------------------------------------------------------------------------------------------------
 
 
+MAX_SEED = 2**32 - 1  # the widget's seeds: 0 .. 4,294,967,295, as NumPy allows
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"The seed must be a whole number from 0 to {MAX_SEED:,} (2**32 - 1); got {seed!r}. "
+                         f"Any number in that range gives its own masks, the same ones every time.")
+    return seed
+
+
 def mask_preview(text: str, tokenizer, mask_prob: float = 0.15, whole_word: bool = False, seed: int = 0,
                  html_output: bool = False) -> dict:
     """Mask one text and describe the result (the logic behind :func:`mask_widget`, notebook 04).
@@ -250,8 +260,11 @@ def mask_preview(text: str, tokenizer, mask_prob: float = 0.15, whole_word: bool
     ``[MASK]``, ``~random~`` or ``_kept_`` (HTML with colours when ``html_output``).
     """
     _check_rate(mask_prob)
+    _check_seed(seed)
     vocab = MaskVocab.from_tokenizer(tokenizer)
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]], dtype=torch.long)  # (1, T)
+    # verbose=False: a long text is fine here (it is masked, never fed to a model), so no length warning
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]],
+                       dtype=torch.long)  # (1, T)
     if ids.shape[1] == 0:
         raise ValueError("The text is empty: type a sentence to mask.")
     g = torch.Generator().manual_seed(seed)
@@ -286,7 +299,7 @@ def mask_widget(tokenizer, text: str, mask_prob: float = 0.15):
                                readout_format=".0%", continuous_update=True)
     strategy = widgets.ToggleButtons(options=[("word pieces", False), ("whole words", True)],
                                      description="strategy")
-    seed = widgets.IntText(value=0, description="seed")
+    seed = widgets.IntText(value=0, description="seed", tooltip=f"a whole number from 0 to {MAX_SEED:,}")
     box = widgets.Textarea(value=text, layout=widgets.Layout(width="95%", height="60px"))
     out = widgets.Output()
 
@@ -294,8 +307,7 @@ def mask_widget(tokenizer, text: str, mask_prob: float = 0.15):
         out.clear_output(wait=True)
         with out:
             try:
-                r = mask_preview(box.value, tokenizer, rate.value, strategy.value, int(seed.value),
-                                 html_output=True)
+                r = mask_preview(box.value, tokenizer, rate.value, strategy.value, seed.value, html_output=True)
             except ValueError as exc:
                 print(exc)
                 return
@@ -307,7 +319,9 @@ def mask_widget(tokenizer, text: str, mask_prob: float = 0.15):
     for w in (rate, strategy, seed, box):
         w.observe(refresh, names="value")
     refresh()
-    return widgets.VBox([box, widgets.HBox([rate, seed]), strategy, out])
+    panel = widgets.VBox([box, widgets.HBox([rate, seed]), strategy, out])
+    panel.add_class("bertbook-mask-widget")
+    return panel
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -695,7 +695,11 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 5) -> list[li
 
 def live_plot(title: str = "pretraining", every_s: float = 1.0) -> Callable[[dict], None]:
     """A callback for :func:`pretrain` that redraws the training and held-out loss while it runs, at most
-    every ``every_s`` seconds and after every evaluation (notebook 05)."""
+    every ``every_s`` seconds and after every evaluation (notebook 05).
+
+    ``callback.show(history)`` draws a whole run from its :class:`History`: call it after ``pretrain``
+    returns, so that a run loaded finished from disk (no callback is called then) or resumed after an
+    interruption shows all of its curve."""
     import matplotlib.pyplot as plt
     from IPython.display import display
 
@@ -730,7 +734,17 @@ def live_plot(title: str = "pretraining", every_s: float = 1.0) -> Callable[[dic
             v.append(record["loss"])
             draw()
 
-    callback.figure = fig
+    def show(history: History) -> None:
+        steps[:] = [r["step"] for r in history.train]
+        losses[:] = [r["mlm_loss"] for r in history.train]
+        evals.clear()
+        for r in history.eval:
+            s, v = evals.setdefault(r["name"], ([], []))
+            s.append(r["step"])
+            v.append(r["loss"])
+        draw()
+
+    callback.figure, callback.show = fig, show
     return callback
 
 
@@ -834,7 +848,11 @@ def plot_runs(runs: list[dict], ax=None, smooth: int = 5):
 
 def experiment_panel(preset, runs: list[dict] | None = None):
     """Sliders for learning rate, mask rate, layers, heads, width, steps and sentence objective; the button
-    runs a short experiment and overlays its curve on the earlier ones (notebook 05)."""
+    runs a short experiment and overlays its curve on the earlier ones (notebook 05). A line above the
+    plot says what the panel is showing: no runs yet, settings changed and waiting for the button, the
+    last result, or why an experiment cannot run."""
+    import html
+
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -859,32 +877,41 @@ def experiment_panel(preset, runs: list[dict] | None = None):
                                  description="sentence obj.", style=style)
     button = widgets.Button(description="run experiment", button_style="primary")
     clear = widgets.Button(description="clear runs")
+    status = widgets.HTML()
+    status.add_class("bertbook-experiment-status")
     out = widgets.Output()
+    out.add_class("bertbook-experiment-plot")
 
     def redraw(message: str = "") -> None:
-        out.clear_output(wait=True)
-        with out:
-            if message:
-                print(message)
-            if runs:
+        if not message and not runs:
+            message = "No runs yet: choose the settings and press <b>run experiment</b>."
+        status.value = message
+        # wait=True keeps the old figure until the new one arrives; with nothing to draw it would stay forever
+        out.clear_output(wait=bool(runs))
+        if runs:
+            with out:
                 fig, ax = plt.subplots(figsize=(6.4, 3.6))
                 plot_runs(runs, ax)
                 display(fig)
                 plt.close(fig)
 
+    def on_change(_=None) -> None:
+        if not button.disabled:
+            status.value = ("<b>Settings changed</b>: press <b>run experiment</b> to train with them "
+                            + ("(the curves below are earlier runs)." if runs else "."))
+
     def on_run(_=None) -> None:
         button.disabled = True
         try:
-            with out:
-                print("training ...")
+            status.value = "training ..."
             run = run_experiment(preset, learning_rate=lr.value, mask_prob=mask.value, layers=layers.value,
                                  heads=heads.value, width=width.value, steps=steps.value,
                                  sentence_objective=objective.value)
             runs.append(run)
             ev = run["history"].last_eval("gutenberg")
-            redraw(f"{run['label']}: held-out loss {ev['loss']:.3f}, accuracy {ev['accuracy']:.1%}")
+            redraw(html.escape(f"{run['label']}: held-out loss {ev['loss']:.3f}, accuracy {ev['accuracy']:.1%}"))
         except (ConfigError, ValueError) as exc:
-            redraw(f"Cannot run this experiment: {exc}")
+            redraw(html.escape(f"Cannot run this experiment: {exc}"))
         finally:
             button.disabled = False
 
@@ -892,12 +919,16 @@ def experiment_panel(preset, runs: list[dict] | None = None):
         runs.clear()
         redraw()
 
+    for control in (lr, mask, layers, heads, width, steps, objective):
+        control.observe(on_change, names="value")
     button.on_click(on_run)
     clear.on_click(on_clear)
     redraw()
-    return widgets.VBox([widgets.HBox([widgets.VBox([lr, mask, steps, objective]),
-                                       widgets.VBox([layers, heads, width])]),
-                         widgets.HBox([button, clear]), out])
+    panel = widgets.VBox([widgets.HBox([widgets.VBox([lr, mask, steps, objective]),
+                                        widgets.VBox([layers, heads, width])]),
+                          widgets.HBox([button, clear]), status, out])
+    panel.add_class("bertbook-experiment-panel")
+    return panel
 
 
 # ---------------------------------------------------------------------------------------------------------

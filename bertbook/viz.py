@@ -67,6 +67,8 @@ __all__ = [
     "plot_head_classes",
     "plot_class_comparison",
     "plot_attention_change",
+    "plot_fonts",
+    "readable_labels",
     "check_previous_token_share",
     "check_next_token_head",
     "solutions",
@@ -649,6 +651,54 @@ def attention_change(before: Any, after: Any) -> torch.Tensor:
 # 4. Plots (matplotlib); each returns a Figure
 # ----------------------------------------------------------------------------------------------------------
 
+# Fonts with Chinese, Japanese and Korean glyphs, in order of preference (Linux, macOS, Windows). Matplotlib's
+# own DejaVu Sans has none: without one of these, a CJK token shows as a box.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans SC",
+             "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "PingFang SC", "Hiragino Sans GB",
+             "Microsoft YaHei", "SimHei", "Arial Unicode MS")
+
+
+@functools.lru_cache(maxsize=1)
+def _fonts() -> tuple[tuple[str, frozenset], ...]:
+    """(family, the code points it draws) for matplotlib's sans-serif font and each installed CJK font."""
+    from matplotlib import font_manager, ft2font
+
+    paths = {"sans-serif": font_manager.findfont(font_manager.FontProperties(family=["sans-serif"]))}
+    installed = {f.name: f.fname for f in font_manager.fontManager.ttflist}
+    paths.update((name, installed[name]) for name in CJK_FONTS if name in installed)
+    fonts = []
+    for name, path in paths.items():
+        try:
+            fonts.append((name, frozenset(ft2font.FT2Font(path).get_charmap())))
+        except (OSError, RuntimeError):  # an unreadable font file: leave it out
+            continue
+    return tuple(fonts)
+
+
+def plot_fonts() -> list[str]:
+    """The font families for plots: matplotlib's sans-serif, then every installed font with CJK glyphs.
+    Matplotlib takes each glyph from the first family that has it; ``start()`` sets this list."""
+    return [name for name, _ in _fonts()]
+
+
+def readable_labels(labels: Sequence[str]) -> tuple[list[str], str]:
+    """``labels`` with every character that no plot font can draw replaced by a box, and a note saying
+    which characters and how to get a font for them ("" when all can be drawn). Matplotlib would draw the
+    same boxes, with a warning per character under the plot (notebooks 02 and 07)."""
+    drawable = frozenset().union(*(points for _, points in _fonts()))
+    missing = sorted({ch for label in labels for ch in label if not ch.isspace() and ord(ch) not in drawable})
+    if not missing:
+        return list(labels), ""
+    box = "\u25a1" if 0x25A1 in drawable else "?"
+    gone = set(missing)
+    shown = ["".join(box if ch in gone else ch for ch in label) for label in labels]
+    listed = "".join(missing[:12]) + ("..." if len(missing) > 12 else "")
+    note = (f"No font installed here has the characters {listed}, so the plot shows {box} in their place. For "
+            f"Chinese, Japanese or Korean install Noto Sans CJK (Debian/Ubuntu: apt install fonts-noto-cjk), "
+            f"delete matplotlib's font cache (~/.cache/matplotlib) and restart the kernel.")
+    return shown, note
+
+
 def _tokens_of(x: Any, tokens: Sequence[str] | None) -> list[str] | None:
     if tokens is not None:
         return list(tokens)
@@ -711,6 +761,7 @@ def plot_head(attentions: Any, layer: int, head: int, tokens: Sequence[str] | No
     im = ax.imshow(a[layer, head].numpy(), cmap="viridis", vmin=0, vmax=1)
     ax.grid(False)
     if tokens is not None:
+        tokens, _ = readable_labels(tokens)  # a box for a character no font has, instead of a warning
         ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
         ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
     ax.set_xlabel("key (attended to)")

@@ -11,7 +11,8 @@ import html
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .viz import AttentionData, attention_data, classify_heads, cls_attention, head_scores, head_stats, plot_head
+from .viz import (AttentionData, attention_data, classify_heads, cls_attention, head_scores, head_stats, plot_head,
+                  readable_labels)
 
 __all__ = ["check_selection", "head_summary", "ExplorerState", "AttentionExplorer", "attention_explorer"]
 
@@ -86,7 +87,8 @@ class ExplorerState:
         note = ""
         if len(data.tokens) >= self.max_tokens:
             note = f" (text truncated to {len(data.tokens)} tokens)"
-        return data, head_summary(data, layer, head) + note
+        _, fonts = readable_labels(data.tokens)
+        return data, head_summary(data, layer, head) + note + (f" {fonts}" if fonts else "")
 
 
 class AttentionExplorer:
