@@ -41,4 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    return int(getattr(module, f"cli_{command}")(rest) or 0)
+    try:
+        return int(getattr(module, f"cli_{command}")(rest) or 0)
+    except Exception as exc:
+        # A missing or damaged file (bertbook.model.CheckpointError) is the user's to fix: its message says
+        # which file and what to do, so print that, not a traceback. (Only a command that loaded a checkpoint
+        # can raise one, and it has imported bertbook.model, so a quick command still skips torch.)
+        model = sys.modules.get("bertbook.model")
+        if model is None or not isinstance(exc, model.CheckpointError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -337,13 +337,24 @@ def _init_name(init: str | os.PathLike) -> str:
     return str(init) if str(init) in ("random", "pretrained", "minilm") else "checkpoint"
 
 
+def _repretrain_advice(folder: Path) -> str:
+    """What to do when a file of a pretraining checkpoint is damaged."""
+    run = folder.parent if folder.name == "checkpoint" else folder
+    return (f"Delete the folder {folder} and pretrain again (notebook 05, or python -m bertbook pretrain --out "
+            f"{run}), or fine-tune from another --init.")
+
+
 def _check_checkpoint(folder: Path, expected: ModelConfig, preset: Preset) -> None:
-    """Refuse a pretraining checkpoint of another shape before loading anything, saying what to do."""
+    """Refuse a pretraining checkpoint of another shape, or with a damaged file, before loading anything,
+    saying what to do."""
+    from .model import MissingFileError, check_files
+
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{folder} is not a pretraining checkpoint (no config.json). Pass a folder "
-                                f"written by model.save_pretrained, e.g. the one train.get_pretrained(P) "
-                                f"returns, or --init random|pretrained|minilm.")
+        raise MissingFileError(f"{folder} is not a pretraining checkpoint (no config.json). Pass a folder "
+                               f"written by model.save_pretrained, e.g. the one train.get_pretrained(P) "
+                               f"returns, or --init random|pretrained|minilm.")
+    check_files(folder, ["config.json", "model.safetensors"], _repretrain_advice(folder))
     found = ModelConfig.from_dict(json.loads(cfg_file.read_text()))
     fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
               "max_position_embeddings", "type_vocab_size")
@@ -391,9 +402,9 @@ def build_classifier(P: Preset, init: str | os.PathLike = "random", num_labels: 
         if not folder.is_dir():
             raise FileNotFoundError(f"--init {init!r}: not 'random', 'pretrained', 'minilm', nor a folder.")
     if folder is not None and (folder / "tokenizer.json").is_file():
-        from transformers import PreTrainedTokenizerFast
+        from .tokenizer import load_tokenizer
 
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+        tokenizer = load_tokenizer(folder, _repretrain_advice(folder))
     else:
         tokenizer = get_tokenizer(P)
     cfg = dataclasses.replace(P.model, vocab_size=len(tokenizer))
@@ -450,25 +461,42 @@ def save_finetuned(out: str | os.PathLike, model: torch.nn.Module, tokenizer, in
 def load_finetuned(folder: str | os.PathLike) -> tuple[torch.nn.Module, Any, dict]:
     """Load a model saved by `save_finetuned` (bertbook or transformers): ``(model, tokenizer, info)``."""
     from .course import device
+    from .model import BertForSequenceClassification, MissingFileError, check_files, load_or_explain, read_json_file
 
     folder = Path(folder)
     if not (folder / INFO_NAME).is_file():
-        raise FileNotFoundError(f"{folder} is not a fine-tuned model (no {INFO_NAME}). Make one with "
-                                f"python -m bertbook finetune --task sst2 --init random --out {folder}.")
-    info = json.loads((folder / INFO_NAME).read_text())
+        raise MissingFileError(f"{folder} is not a fine-tuned model (no {INFO_NAME}). Make one with "
+                               f"python -m bertbook finetune --task sst2 --init random --out {folder}.")
+    remedy = _refinetune_advice(folder, {})
+    info = read_json_file(folder / INFO_NAME, remedy)
+    remedy = _refinetune_advice(folder, info)
+    # every file is checked before any is loaded, so a damaged one is named in the error (not a library's)
+    names = ["config.json", "model.safetensors", "tokenizer.json"] + [
+        n for n in ("tokenizer_config.json", "special_tokens_map.json") if (folder / n).exists()]
+    check_files(folder, names, remedy)
     if info.get("kind") == "transformers":
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), attn_implementation="eager")
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model, tokenizer = load_or_explain(lambda: (
+            AutoModelForSequenceClassification.from_pretrained(str(folder), attn_implementation="eager"),
+            AutoTokenizer.from_pretrained(str(folder))), folder, names, remedy)
     else:
-        from transformers import PreTrainedTokenizerFast
-
-        from .model import BertForSequenceClassification
+        from .tokenizer import load_tokenizer
 
         model = BertForSequenceClassification.from_pretrained(folder)
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+        tokenizer = load_tokenizer(folder, remedy)
     return model.to(device()).eval(), tokenizer, info
+
+
+def _refinetune_advice(folder: Path, info: dict) -> str:
+    """What to do when a file of a fine-tuned model folder is damaged: the command that makes it again."""
+    if "task" in info:
+        init = info.get("checkpoint") or info.get("init")
+        command = (f"python -m bertbook finetune --task {info['task']} --init {init} --preset {info.get('preset')} "
+                   f"--out {folder} --overwrite")
+    else:
+        command = f"python -m bertbook finetune --task TASK --init INIT --out {folder} --overwrite"
+    return f"Fine-tune it again ({command}), or delete the folder {folder}."
 
 
 def get_finetuned(P: Preset, task: str = "imdb", init: str = "pretrained") -> Path:
@@ -925,24 +953,68 @@ def cli_finetune(argv: list[str]) -> int:
     return 0
 
 
+def _read_lines(path: str) -> list[str]:
+    """The texts of a file (``-``: standard input), one per line; a final newline ends the last text."""
+    if path == "-":
+        if sys.stdin.isatty():
+            print("Reading texts from standard input, one per line (end with Ctrl-D).", file=sys.stderr)
+        content = sys.stdin.read()
+    else:
+        content = Path(path).read_text(encoding="utf-8")
+    lines = [line.removesuffix("\r") for line in content.split("\n")]  # not splitlines: it also cuts at \u2028
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def cli_predict(argv: list[str]) -> int:
-    """``python -m bertbook predict --model DIR "a text" ["another" ...]``: label and probability per text."""
+    """``python -m bertbook predict --model DIR "a text" ["another" ...]``: label and probability per text.
+    ``--file PATH`` (one text per line) or standard input (no text, or ``-``) print one JSON line per text."""
     parser = argparse.ArgumentParser(prog="python -m bertbook predict",
-                                     description="Classify texts with a fine-tuned model (bertbook or MiniLM).")
+                                     description="Classify texts with a fine-tuned model (bertbook or MiniLM). "
+                                                 "Texts read from --file or standard input (one per line) print "
+                                                 "one JSON line each, in the order read.")
     parser.add_argument("--model", type=Path, required=True, help="a folder written by `finetune`")
-    parser.add_argument("texts", nargs="+", help="texts to classify")
-    parser.add_argument("--json", action="store_true", help="one JSON object per text")
+    parser.add_argument("texts", nargs="*", help="texts to classify; none, or -, reads standard input")
+    parser.add_argument("--file", default=None, metavar="PATH", help="read the texts from PATH, one per line")
+    parser.add_argument("--json", action="store_true", help="one JSON object per text (always, for --file and "
+                                                            "standard input)")
     args = parser.parse_args(argv)
+    if args.file is not None and args.texts:
+        print("error: give the texts on the command line or with --file, not both.", file=sys.stderr)
+        return 2
+    source = args.file if args.file is not None else "-" if args.texts in ([], ["-"]) else None
+    try:
+        texts = args.texts if source is None else _read_lines(source)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: cannot read the texts from {source}: {exc}", file=sys.stderr)
+        return 2
+    where = "standard input" if source == "-" else source
+    if not texts:
+        print(f"error: {where} holds no text to classify (one text per line).", file=sys.stderr)
+        return 2
+    empty = [i + 1 for i, text in enumerate(texts) if not text.strip()]
+    if empty:  # a label for nothing would look like an answer
+        many = len(empty) > 1
+        which = ("lines " if many else "line ") if source else ("texts " if many else "text ")
+        which += ", ".join(map(str, empty[:5])) + (" ..." if len(empty) > 5 else "") + (f" of {where}" if source else "")
+        print(f"error: {which} {'are' if many else 'is'} empty or only whitespace, so there is nothing to classify; "
+              f"no label was given for any text. Give every text some words"
+              + (" (remove the empty lines)." if source else "."), file=sys.stderr)
+        return 2
     try:
         model, tokenizer, info = load_finetuned(args.model)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a missing folder, a damaged file (CheckpointError)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for text, pred in zip(args.texts, classify(model, tokenizer, args.texts, info)):
-        if args.json:
-            print(json.dumps({"text": text, "label": pred["label"], "probability": pred["probability"]}))
-        else:
-            print(f"{pred['label']}\t{pred['probability']:.4f}")
+    as_json = args.json or source is not None
+    chunk = 256  # print as it goes: a long file shows its first results early
+    for start in range(0, len(texts), chunk):
+        batch = texts[start:start + chunk]
+        for text, pred in zip(batch, classify(model, tokenizer, batch, info)):
+            if as_json:
+                print(json.dumps({"text": text, "label": pred["label"], "probability": pred["probability"]}))
+            else:
+                print(f"{pred['label']}\t{pred['probability']:.4f}")
+        sys.stdout.flush()
     return 0
 
 

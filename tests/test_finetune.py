@@ -226,9 +226,9 @@ def test_results_table_row_and_markdown():
     assert md.count("\n") == 3 and "| imdb | bag of words" in md and "| ci |" in md
 
 
-def _cli(*args, env):
+def _cli(*args, env, input=None):
     return subprocess.run([sys.executable, "-m", "bertbook", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+                          timeout=300, input=input)
 
 
 def test_cli_finetune_then_predict_end_to_end(artifacts, tmp_path):
@@ -246,3 +246,76 @@ def test_cli_finetune_then_predict_end_to_end(artifacts, tmp_path):
     assert label in data.label_names("sst2") and 0.5 <= float(prob) <= 1
     again = _cli("finetune", "--task", "sst2", "--init", "random", "--preset", "ci", "--out", str(out), env=env)
     assert again.returncode == 2 and "--overwrite" in again.stderr  # a saved model is never silently replaced
+    # many texts: --file (one per line) and standard input print one JSON line per text, in their order
+    texts = ["a gorgeous, heartfelt film", "dull, lifeless and far too long", "  an honest ending\u2028too  "]
+    (tmp_path / "reviews.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    many = _cli("predict", "--model", str(out), "--file", str(tmp_path / "reviews.txt"), env=env)
+    assert many.returncode == 0, many.stderr
+    rows = [json.loads(line) for line in many.stdout.splitlines()]
+    assert [r["text"] for r in rows] == texts and {r["label"] for r in rows} <= set(data.label_names("sst2"))
+    assert rows[0]["label"] == label and f"{rows[0]['probability']:.4f}" == prob  # as for the text alone
+    piped = _cli("predict", "--model", str(out), "-", env=env, input="\r\n".join(texts))
+    assert piped.returncode == 0 and piped.stdout == many.stdout, piped.stderr
+    # an empty text gets a message and a non-zero exit, never a label
+    empty = _cli("predict", "--model", str(out), "a fine film", " \t ", env=env)
+    assert empty.returncode == 2 and empty.stdout == ""
+    assert "text 2 is empty or only whitespace" in empty.stderr and "Traceback" not in empty.stderr
+    (tmp_path / "gap.txt").write_text("a fine film\n\nanother\n")
+    gap = _cli("predict", "--model", str(out), "--file", str(tmp_path / "gap.txt"), env=env)
+    assert gap.returncode == 2 and gap.stdout == "" and f"line 2 of {tmp_path / 'gap.txt'} is empty" in gap.stderr
+    # a damaged file in the model folder: one paragraph that names it and says what to do, no traceback
+    (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:1000])
+    broken = _cli("predict", "--model", str(out), "a fine film", env=env)
+    assert broken.returncode == 2 and broken.stdout == "" and broken.stderr.count("\n") == 1
+    assert broken.stderr.startswith(f"error: {out / 'model.safetensors'} is damaged (not a readable safetensors")
+    assert f"--task sst2 --init random --preset ci --out {out} --overwrite" in broken.stderr
+
+
+def test_predict_names_each_damaged_or_missing_file(tmp_path, minilm_tokenizer, capsys, monkeypatch):
+    """Every file of a fine-tuned model folder, truncated, garbled or missing: `predict` (through the command
+    line's entry point) prints which file and what to do, and exits with 2."""
+    import io
+    import shutil
+
+    from bertbook.cli import main
+
+    info = {"kind": "bertbook", "max_length": 32, "truncation": "head", "task": "sst2", "init": "random",
+            "preset": "ci", "label_names": ["negative", "positive"]}
+    good = F.save_finetuned(tmp_path / "good", tiny_model(len(minilm_tokenizer)), minilm_tokenizer, info)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a fine film\nawful\n"))  # no text given: standard input
+    assert main(["predict", "--model", str(good)]) == 0
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == ["a fine film", "awful"]
+    half = lambda b: b[:len(b) // 2]  # noqa: E731 - what a killed copy or a full disk leaves
+    cases = [("model.safetensors", half, "is damaged (not a readable safetensors file"),
+             ("model.safetensors", lambda b: b"", "is damaged (not a readable safetensors file"),
+             ("config.json", half, "is damaged (not valid JSON"),
+             ("tokenizer.json", half, "is damaged (not valid JSON"),
+             ("tokenizer.json", lambda b: b'{"version": "1.0"}', "is damaged (unreadable"),
+             ("tokenizer_config.json", lambda b: b"[]", "is damaged (a JSON list"),
+             (F.INFO_NAME, half, "is damaged (not valid JSON"),
+             ("model.safetensors", None, "is missing"),
+             ("tokenizer.json", None, "is missing"),
+             (F.INFO_NAME, None, f"is not a fine-tuned model (no {F.INFO_NAME})")]
+    for i, (name, damage, problem) in enumerate(cases):
+        folder = shutil.copytree(good, tmp_path / f"case{i}")
+        if damage is None:
+            (folder / name).unlink()
+        else:
+            (folder / name).write_bytes(damage((folder / name).read_bytes()))
+        assert main(["predict", "--model", str(folder), "a fine film"]) == 2, name
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+        where = folder if name == F.INFO_NAME and damage is None else folder / name
+        assert captured.err.startswith(f"error: {where} {problem}"), captured.err
+        assert f"--out {folder}" in captured.err, captured.err  # what to do: make it again
+    # any command: a CheckpointError becomes the message and exit status 2; other errors stay tracebacks
+    from bertbook.model import CheckpointError
+
+    def damaged(argv):
+        raise CheckpointError("x is damaged.")
+
+    monkeypatch.setattr(F, "cli_results", damaged)
+    assert main(["results"]) == 2 and capsys.readouterr().err == "error: x is damaged.\n"
+    monkeypatch.setattr(F, "cli_results", lambda argv: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["results"])
