@@ -105,7 +105,45 @@ def load_minilm(task: str = "base", num_labels: int | None = 2, *, label_names: 
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}.")
         kwargs["num_labels"] = num_labels
-    model = _load_files(lambda: classes[task].from_pretrained(minilm_path(), **kwargs),
+    model = _load_files(lambda: _from_pretrained(classes[task], kwargs, *EXPECTED[task]),
                         ["config.json", "model.safetensors"])
     model.eval()
     return model, load_minilm_tokenizer()
+
+
+# What loading MiniLM into each task's model is expected to report, as (missing, unused) weights: a task head
+# adds a classification layer that the checkpoint cannot have (fine-tuning trains it), and the token
+# classifier has no pooler, so the checkpoint's pooler goes unused.
+_HEAD, _POOLER = ("classifier.weight", "classifier.bias"), ("pooler.dense.weight", "pooler.dense.bias")
+EXPECTED = {"base": ((), ()), "sequence-classification": (_HEAD, ()), "token-classification": (_HEAD, _POOLER)}
+
+
+def _from_pretrained(cls, kwargs: dict, new_layers: tuple[str, ...], unused: tuple[str, ...]) -> Any:
+    """``cls.from_pretrained`` on MiniLM's folder without transformers' load report when the report would
+    only say what is expected (see ``EXPECTED``). Anything else missing, unused or of another shape becomes
+    a warning that says what it means."""
+    import logging
+    import warnings
+
+    def no_report(record: logging.LogRecord) -> bool:  # the report is checked below, from the loading info
+        text = record.getMessage()
+        return not ("LOAD REPORT" in text or "were not initialized from the model checkpoint" in text
+                    or "were not used when initializing" in text)
+
+    log = logging.getLogger("transformers.modeling_utils")  # where transformers writes its load report
+    log.addFilter(no_report)
+    try:
+        model, info = cls.from_pretrained(minilm_path(), output_loading_info=True, **kwargs)
+    finally:
+        log.removeFilter(no_report)
+    missing = sorted(set(info.get("missing_keys", ())) - set(new_layers))
+    unexpected = sorted(set(info.get("unexpected_keys", ())) - set(unused))
+    mismatched = sorted(str(k[0] if isinstance(k, (tuple, list)) else k) for k in info.get("mismatched_keys", ()))
+    if missing or unexpected or mismatched:
+        warnings.warn(f"MiniLM's weights in {minilm_path()} do not fit {cls.__name__}: "
+                      + "; ".join(f"{what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}" for what, keys in (
+                          ("missing, so randomly initialised", missing), ("in the file but unused", unexpected),
+                          ("of another shape, so randomly initialised", mismatched)) if keys)
+                      + f". The pretrained model is then only partly pretrained: reinstall it ({INSTALL_COMMAND} "
+                        f"--force-reinstall).", stacklevel=2)
+    return model

@@ -125,3 +125,24 @@ def test_a_damaged_file_of_the_package_is_named(tmp_path, monkeypatch):
     (tmp_path / "tokenizer.json").write_text('{"truncation": nul')
     with pytest.raises(CheckpointError, match=r"tokenizer.json is damaged \(not valid JSON.*--force-reinstall"):
         load_minilm_tokenizer()
+
+
+def test_expected_load_report_is_silent_and_a_surprise_is_explained(capfd):
+    import warnings
+
+    from transformers import BertForSequenceClassification
+
+    from bertbook import pretrained
+
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing expected may warn
+        for task in pretrained.TASKS:
+            load_minilm(task)
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "MISSING" not in err and "were not initialized" not in err
+    # A classifier loaded without declaring its new layer expected: the same facts, now explained.
+    kwargs = {"local_files_only": True, "attn_implementation": "eager", "num_labels": 2}
+    with pytest.warns(UserWarning, match=r"missing, so randomly initialised: classifier\.bias, classifier\.weight"
+                                         r".*reinstall"):
+        pretrained._from_pretrained(BertForSequenceClassification, kwargs, (), ())
