@@ -185,10 +185,9 @@ def check_bert_large(fn: Callable[[], int], raise_on_error: bool = True) -> bool
         parts = {  # parts a count often forgets, in parameters
             "the layers' biases (one per Linear, as long as its output)": L * (4 * H + I + H),
             "the layers' LayerNorms (two per layer, a scale and a shift each)": L * 4 * H,
-            "the embeddings' LayerNorm": 2 * H,
+            "the embeddings' LayerNorm (or the segment embeddings: 2 x H as well)": 2 * H,
             "the pooler (H x H and a bias)": H * H + H,
             "the position embeddings (512 x H)": large.max_position_embeddings * H,
-            "the segment embeddings (2 x H)": large.type_vocab_size * H,
             "the attention output projection W_O": L * H * H,
         }
         hint = ""
