@@ -153,7 +153,8 @@ def test_bert_large_checker(capsys):
     for wrong, message in [(rule_of_thumb, r"the layers' biases .* and the layers' LayerNorms .* and "
                                             r"the embeddings' LayerNorm .* and the pooler"),
                            (no_pooler, r"missing: the pooler \(H x H and a bias\)\.$"),
-                           (no_norms, "missing: the layers' LayerNorms .* and the embeddings' LayerNorm"), (lambda: None, "returned None"),
+                           (no_norms, "missing: the layers' LayerNorms .* and the embeddings' LayerNorm"),
+                           (lambda: None, "returned None"),
                            (lambda: 3.4e8, "whole number"), (lambda: 1 / 0, "ZeroDivisionError")]:
         with pytest.raises(AssertionError, match=message):
             X.check_bert_large(wrong)
