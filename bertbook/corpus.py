@@ -11,7 +11,8 @@ Taught in notebooks 04 and 05. Three steps, each cheap to run again:
 2. **Pack.** Training sequences are full-length: ``[CLS] + seq_len-2 tokens + [SEP]`` cut from the
    token stream with no padding (Liu et al. 2019 pack "full sentences" the same way), so no compute is
    spent on [PAD] and no attention mask is needed. For a sentence objective the window is cut at sentence
-   boundaries into segments: ``[CLS] A [SEP] B [SEP]`` (nsp, sop) or three segments (msc).
+   boundaries into segments: ``[CLS] A [SEP] B [SEP]`` (nsp, sop) or three segments (msc); it ends with a
+   whole word, and the row is filled up with a few [PAD]s that ``attention_mask`` hides.
 3. **Mask on the fly.** Every micro-batch is a pure function of ``(seed, step, index)``: which windows it
    reads and which tokens it masks. A resumed run therefore sees exactly the batches it would have seen,
    and on several GPUs each rank reads its own micro-batches (``index = rank * accum + micro``), so two
@@ -260,9 +261,11 @@ class PretrainData:
     """Masked micro-batches for pretraining, each a pure function of ``(seed, step, index)`` (notebook 05).
 
     ``objective='none'``: rows are ``[CLS] + seq_len-2 consecutive tokens + [SEP]``. Otherwise a window of
-    ``seq_len - 1 - k`` tokens starting at a sentence is cut at sentence boundaries (between two words where
-    no sentence ends inside the window) into k segments (k=2 for nsp and sop, 3 for msc) and assembled with
-    [SEP]s; every row is exactly ``seq_len`` long, so the last segment ends wherever the row is full.
+    at most ``seq_len - 1 - k`` tokens, from a sentence start to the end of a word, is cut at sentence
+    boundaries (between two words where no sentence ends inside it) into k segments (k=2 for nsp and sop, 3
+    for msc) and assembled with [SEP]s: no segment begins or ends inside a word, which would tell the order.
+    The few tokens of a word that did not fit become [PAD]s at the end, hidden by ``attention_mask``; every
+    row is ``seq_len`` long.
     """
 
     def __init__(self, cache: TokenCache, vocab: MaskVocab, seq_len: int, batch_size: int,
@@ -326,48 +329,63 @@ class PretrainData:
         j = int(np.searchsorted(starts, latest, side="right")) - 1
         return int(starts[j]) if j >= 0 else latest
 
-    def _cuts(self, s: int, targets: list[int]) -> list[int]:
-        """Where the segments of the window ``[s, s + width)`` meet: at the sentence start nearest each target,
-        or, when no sentence starts in the rest of the window, at the nearest word start. A cut before a
-        '##' piece would give the order away (``his grat [SEP] ##itude``). Every segment keeps a token."""
-        starts, end = self.cache.sentence_starts, s + self.width
-        lo, hi = int(np.searchsorted(starts, s + 1)), int(np.searchsorted(starts, end))
-        sentences = np.asarray(starts[lo:hi], dtype=np.int64)  # sentence starts inside the window
-        body = torch.from_numpy(np.asarray(self.cache.ids[s:end], dtype=np.int64))  # (W,)
-        words = s + np.flatnonzero(~self.vocab.continuation[body].numpy()[1:]) + 1  # word starts after s
+    def _word_starts(self, a: int, b: int) -> np.ndarray:
+        """Positions ``a < p <= b`` where a word starts: the token there is not a '##' piece (the end of the
+        corpus counts too)."""
+        n = self.cache.n_tokens
+        body = torch.from_numpy(np.asarray(self.cache.ids[a + 1:min(b, n - 1) + 1], dtype=np.int64))
+        p = a + 1 + np.flatnonzero(~self.vocab.continuation[body].numpy())
+        return np.append(p, n) if b >= n else p
+
+    def _word_end(self, start: int, length: int, least: int = 1) -> int:
+        """``start + length`` moved back to a word start, so that the text ``[start, end)`` ends with a whole
+        word; it keeps at least ``least`` tokens (a single longer word is cut where asked)."""
+        ends = self._word_starts(start + least - 1, start + length)
+        return int(ends[-1]) if len(ends) else start + length
+
+    def _cuts(self, s: int, e: int, targets: list[int]) -> list[int]:
+        """Where the segments of ``[s, e)`` meet: at the sentence start nearest each target, or, when no
+        sentence starts in the rest of the text, at the nearest word start. A cut before a '##' piece would
+        give the order away (``his grat [SEP] ##itude``). Every segment keeps at least one token."""
+        starts = self.cache.sentence_starts
+        lo, hi = int(np.searchsorted(starts, s + 1)), int(np.searchsorted(starts, e))
+        sentences = np.asarray(starts[lo:hi], dtype=np.int64)  # sentence starts inside (s, e)
+        words = self._word_starts(s, e - 1)  # word starts inside (s, e)
         cuts, prev = [], s
         for i, t in enumerate(targets):
             later = len(targets) - 1 - i  # cuts still to place: leave each a word start (or at least a token)
-            last = int(words[-later - 1]) if len(words) > later else end - later - 1
+            last = int(words[-later - 1]) if len(words) > later else e - later - 1
             for candidates in (sentences, words):
                 ok = candidates[(candidates > prev) & (candidates <= last)]
                 if len(ok):
                     c = int(ok[np.abs(ok - t).argmin()])
                     break
-            else:  # a single word fills the rest of the window: cut where asked
+            else:  # a single word fills the rest of the text: cut where asked
                 c = min(max(t, prev + 1), last)
             cuts.append(c)
             prev = c
         return cuts
 
     def _segments(self, windows: np.ndarray, g: torch.Generator) -> dict[str, torch.Tensor]:
-        ids = self.cache.ids
+        ids, pad = self.cache.ids, self.vocab.pad_token_id
         W, k = self.width, self.k
         coins = torch.rand(len(windows), 2, generator=g).tolist()
         orders = torch.randint(0, 1 << 30, (len(windows),), generator=g).tolist()
-        rows, types, labels = [], [], []
+        rows, types, masks, labels = [], [], [], []
         for w, (u, coin), r in zip(windows.tolist(), coins, orders):
             s = self._start(w)
+            e = self._word_end(s, W, least=k)  # the text [s, e) ends with a whole word: a few [PAD]s fill the row
+            n = e - s
             if k == 2:
-                targets = [s + int(W * (0.25 + 0.5 * u))]  # A takes a quarter to three quarters of the window
+                targets = [s + int(n * (0.25 + 0.5 * u))]  # A takes a quarter to three quarters of the text
             else:
-                targets = [s + W * i // k for i in range(1, k)]
-            bounds = [s] + self._cuts(s, targets) + [s + W]
+                targets = [s + n * i // k for i in range(1, k)]
+            bounds = [s] + self._cuts(s, e, targets) + [e]
             segs = [ids[a:b].astype(np.int64).tolist() for a, b in zip(bounds[:-1], bounds[1:])]
             if self.objective == "nsp":
                 other = (w + 1 + r % (self.n_examples - 1)) % self.n_examples  # any other window
                 o = self._start(other)
-                random_b = ids[o:o + len(segs[1])].astype(np.int64).tolist()
+                random_b = ids[o:self._word_end(o, len(segs[1]))].astype(np.int64).tolist()
                 segs, label = nsp_pair(segs[0], segs[1], random_b, use_random=coin < 0.5)
             elif self.objective == "sop":
                 segs, label = sop_pair(segs[0], segs[1], swap=coin < 0.5)

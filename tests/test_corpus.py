@@ -104,14 +104,20 @@ def test_sentence_objective_examples(env, objective):
     data = corpus.PretrainData(cache, vocab, 64, 64, objective=objective, seed=0)
     b = data.batch(0)
     ids = torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"])
-    assert ids.shape == (64, 64) and (ids != tok.pad_token_id).all()
+    assert ids.shape == (64, 64) == b["attention_mask"].shape
+    # only the tokens of a last word that did not fit are padding: at the end, hidden by the attention mask
+    assert torch.equal(b["attention_mask"] == 0, ids == tok.pad_token_id)
+    assert (b["attention_mask"].sum(1) > 56).all() and (b["attention_mask"].diff(dim=1) <= 0).all()
+    assert (b["labels"][b["attention_mask"] == 0] == IGNORE_INDEX).all()  # never masked, never scored
     labels = b["sentence_label"].tolist()
     k = 3 if objective == "msc" else 2
     assert set(labels) <= set(range(6 if objective == "msc" else 2)) and len(set(labels)) > 1
     stream = np.asarray(cache.ids)
-    for row, types, label in zip(ids.tolist(), b["token_type_ids"].tolist(), labels):
+    for row, types, n, label in zip(ids.tolist(), b["token_type_ids"].tolist(), b["attention_mask"].sum(1).tolist(),
+                                    labels):
+        row, types = row[:n], types[:n]
         seps = [i for i, t in enumerate(row) if t == tok.sep_token_id]
-        assert row[0] == tok.cls_token_id and seps[-1] == 63 and len(seps) >= k
+        assert row[0] == tok.cls_token_id and seps[-1] == n - 1 and len(seps) >= k
         cut = seps[-k:]  # segment ends (a segment itself never contains [SEP] in this corpus)
         segs = [row[1:cut[0]]] + [row[a + 1:b] for a, b in zip(cut[:-1], cut[1:])]
         assert types == [0] + [i % 2 for i, seg in enumerate(segs) for _ in range(len(seg) + 1)]
@@ -126,15 +132,18 @@ def test_sentence_objective_examples(env, objective):
                 original[src] = segs[pos]
             joined = original[0] + original[1] + original[2]
         if objective != "nsp" or label == 0:  # consecutive text of the corpus, in its original order
-            assert _occurs(stream, joined)
+            at = _find(stream, joined)
+            assert at >= 0
+            # ... that ends with a whole word: what follows it in the corpus is not a '##' piece
+            assert at + len(joined) == len(stream) or not vocab.continuation[int(stream[at + len(joined)])]
 
 
-def _occurs(stream: np.ndarray, needle: list) -> bool:
-    """Whether ``needle`` occurs as a contiguous run of ``stream``."""
+def _find(stream: np.ndarray, needle: list) -> int:
+    """Where ``needle`` first occurs as a contiguous run of ``stream`` (-1: nowhere)."""
     for i in np.flatnonzero(stream[: len(stream) - len(needle) + 1] == needle[0]):
         if stream[i:i + len(needle)].tolist() == needle:
-            return True
-    return False
+            return int(i)
+    return -1
 
 
 def test_eval_batches_are_fixed(env):
@@ -186,17 +195,22 @@ def test_cuts_prefer_sentence_starts_then_word_starts(tmp_path):
     data = corpus.PretrainData(cache, vocab, seq_len=32, batch_size=4, objective="msc")
     W = data.width  # 28 content tokens
     # Inside the first sentences every cut lands on a sentence start, whatever the targets.
-    assert data._cuts(0, [W // 3, 2 * W // 3]) == [9, 20]
-    assert data._cuts(0, [12]) == [9]
+    assert data._cuts(0, W, [W // 3, 2 * W // 3]) == [9, 20]
+    assert data._cuts(0, W, [12]) == [9]
     # Inside the long sentence there is no sentence start: each cut moves to the nearest word start.
     for s in (40, 100, 200):
         for targets in ([s + 7, s + 15], [s + 1, s + 2], [s + W - 2, s + W - 1]):
-            cuts = data._cuts(s, targets)
+            cuts = data._cuts(s, s + W, targets)
             assert all(not vocab.continuation[ids[c]] for c in cuts), (s, targets, cuts)
             assert s < cuts[0] < cuts[1] < s + W  # every segment keeps at least one token
         word_starts = [j for j in range(s + 1, s + W) if not vocab.continuation[ids[j]]]
-        first = data._cuts(s, [s + 7, s + 15])[0]  # targets far apart: the first cut is the nearest word start
+        first = data._cuts(s, s + W, [s + 7, s + 15])[0]  # targets far apart: the first cut is the nearest word start
         assert abs(first - (s + 7)) == min(abs(j - (s + 7)) for j in word_starts)
+    # A window ends with a whole word: at the last word start it reaches, with a few tokens to spare at most.
+    for s in (40, 100, 200, 400 - W):
+        e = data._word_end(s, W, least=3)
+        assert s + 3 <= e <= s + W and (e == len(ids) or not vocab.continuation[ids[e]])
+        assert all(vocab.continuation[ids[j]] for j in range(e + 1, min(s + W, len(ids) - 1) + 1))
     # The rows themselves: no segment of any objective begins with a '##' piece.
     for objective, k in (("sop", 2), ("msc", 3)):
         rows = corpus.PretrainData(cache, vocab, seq_len=32, batch_size=8, objective=objective, seed=1)
@@ -209,4 +223,5 @@ def test_cuts_prefer_sentence_starts_then_word_starts(tmp_path):
     # A window that is a single word (nothing but '##' pieces after its first) still gets non-empty segments.
     ids[100:100 + W] = 8
     ids[100] = 5
-    assert data._cuts(100, [100 + 5, 100 + 9]) == [105, 109]
+    assert data._cuts(100, 100 + W, [100 + 5, 100 + 9]) == [105, 109]
+    assert data._word_end(100, W, least=3) == 100 + W  # no word ends inside: the window is cut where asked
