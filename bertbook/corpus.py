@@ -397,11 +397,14 @@ class PretrainData:
                     order[i], order[j] = order[j], order[i]
                 segs, label = msc_shuffle(segs, order)
             row, tt = assemble(segs, self.vocab.cls_token_id, self.vocab.sep_token_id)
-            rows.append(row)
-            types.append(tt)
+            short = self.seq_len - len(row)  # the tokens of the word that did not fit
+            rows.append(row + [pad] * short)
+            types.append(tt + [0] * short)
+            masks.append([1] * len(row) + [0] * short)
             labels.append(label)
         return {"input_ids": torch.tensor(rows, dtype=torch.long),  # (B, T)
                 "token_type_ids": torch.tensor(types, dtype=torch.long),  # (B, T)
+                "attention_mask": torch.tensor(masks, dtype=torch.long),  # (B, T): 0 on the [PAD]s at the end
                 "sentence_label": torch.tensor(labels, dtype=torch.long)}  # (B,)
 
 
