@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 
+SCHEDULES = ("linear", "cosine", "constant", "triangle")  # learning-rate shapes (train.lr_factor)
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says what to change."""
 
@@ -59,6 +62,11 @@ class ModelConfig:
     layer_norm_eps: float = 1e-12  # epsilon inside every LayerNorm
     initializer_range: float = 0.02  # std of the normal init for weights
     pad_token_id: int = 0  # id of [PAD]; its embedding row gets no gradient
+    # where each sub-layer's LayerNorm sits: "post" = LN(x + f(x)) as in BERT (converts to
+    # transformers.BertModel); "pre" = x + f(LN(x)) with a final LayerNorm, which trains reliably at high
+    # learning rates in short budgets (Xiong et al. 2020; Geiping & Goldstein 2023); converts to
+    # transformers' RobertaPreLayerNorm encoder
+    layer_norm_position: str = "post"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -76,6 +84,9 @@ class ModelConfig:
             _check(0.0 <= value < 1.0, f"model.{name} must be in [0, 1), got {value!r}.")
         _check(self.hidden_act in ("gelu", "gelu_new", "relu"),
                f"model.hidden_act must be 'gelu', 'gelu_new' or 'relu', got {self.hidden_act!r}.")
+        _check(self.layer_norm_position in ("post", "pre"),
+               f"model.layer_norm_position must be 'post' (BERT) or 'pre' (pre-LayerNorm), "
+               f"got {self.layer_norm_position!r}.")
         _check(0 <= self.pad_token_id < self.vocab_size,
                f"model.pad_token_id={self.pad_token_id} is outside the vocabulary (size {self.vocab_size}).")
 
@@ -87,14 +98,16 @@ class ModelConfig:
     def num_parameters(self, pooler: bool = True) -> int:
         """Parameters of the encoder, counted from the shapes alone (notebooks 00 and 03).
 
-        BERT-base (L=12, H=768, A=12) gives 109,482,240: the "110M" of Devlin et al. (2019).
+        BERT-base (L=12, H=768, A=12) gives 109,482,240: the "110M" of Devlin et al. (2019). Pre-LayerNorm
+        adds one final LayerNorm (2 x hidden_size).
         """
         H, I = self.hidden_size, self.intermediate_size
         embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
         attention = 4 * (H * H + H) + 2 * H  # W_Q, W_K, W_V, W_O with biases; LayerNorm
         feed_forward = (H * I + I) + (I * H + H) + 2 * H  # two linear layers; LayerNorm
         pooler_params = H * H + H if pooler else 0
-        return embeddings + self.num_hidden_layers * (attention + feed_forward) + pooler_params
+        final_norm = 2 * H if self.layer_norm_position == "pre" else 0
+        return embeddings + self.num_hidden_layers * (attention + feed_forward) + final_norm + pooler_params
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,7 +136,10 @@ class PretrainConfig:
     weight_decay: float = 0.01  # AdamW decay; never applied to biases and LayerNorm weights
     adam_betas: tuple[float, float] = (0.9, 0.98)  # AdamW (beta1, beta2)
     warmup_frac: float = 0.06  # fraction of the run spent warming up linearly from 0
-    schedule: str = "linear"  # decay after warmup: 'linear', 'cosine' or 'constant'
+    # 'linear', 'cosine' or 'constant' decay after warmup; or 'triangle' (Cramming's budget triangle):
+    # from 25% of the peak up to the peak at warmup_frac of the run, then linearly down to 0
+    schedule: str = "linear"
+    dropout: bool = True  # False: every dropout off while pretraining (fine-tuning keeps model's dropout)
     max_grad_norm: float = 1.0  # clip the global gradient norm to this (0 disables)
     mask_prob: float = 0.15  # fraction of tokens chosen for prediction (BERT: 15%)
     whole_word_mask: bool = False  # choose whole words instead of single word pieces
@@ -147,8 +163,11 @@ class PretrainConfig:
                f"pretrain.mask_prob must be between 0 and 1 (BERT uses 0.15), got {self.mask_prob}.")
         _check(0.0 <= self.warmup_frac < 1.0,
                f"pretrain.warmup_frac must be in [0, 1), got {self.warmup_frac}.")
-        _check(self.schedule in ("linear", "cosine", "constant"),
-               f"pretrain.schedule must be 'linear', 'cosine' or 'constant', got {self.schedule!r}.")
+        _check(self.schedule in SCHEDULES,
+               f"pretrain.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
+        _check(self.schedule != "triangle" or self.warmup_frac > 0,
+               "pretrain.schedule='triangle' needs pretrain.warmup_frac > 0: it is where the peak sits "
+               "(Cramming uses 0.75).")
         _check(self.sentence_objective in ("none", "nsp", "sop", "msc"),
                f"pretrain.sentence_objective must be 'none', 'nsp', 'sop' or 'msc', "
                f"got {self.sentence_objective!r}.")
@@ -166,7 +185,9 @@ class FinetuneConfig:
     truncation: str = "head"  # 'head' (first tokens) or 'head+tail' (first 1/4 and last 3/4 of the budget)
     batch_size: int = 16  # examples per optimizer step
     epochs: int = 2  # passes over the training examples
-    learning_rate: float = 5e-5  # peak learning rate: small, so the pretrained weights are not wrecked
+    learning_rate: float = 5e-5  # peak learning rate for bertbook from random weights (row b)
+    pretrained_learning_rate: float = 5e-5  # ... for bertbook from its pretraining checkpoint (row c)
+    pooling: str = "cls"  # the text vector: 'cls' (the pooler on [CLS], as BERT) or 'mean' (mean of the tokens)
     weight_decay: float = 0.01  # AdamW decay; never on biases and LayerNorm weights
     warmup_frac: float = 0.1  # fraction of the steps spent warming up
     max_grad_norm: float = 1.0  # gradient clipping
@@ -189,7 +210,8 @@ class FinetuneConfig:
                    f"finetune.{name} must be a non-negative integer (0 = all), got {value!r}.")
         _check(self.truncation in ("head", "head+tail"),
                f"finetune.truncation must be 'head' or 'head+tail', got {self.truncation!r}.")
-        for name in ("learning_rate", "minilm_learning_rate"):
+        _check(self.pooling in ("cls", "mean"), f"finetune.pooling must be 'cls' or 'mean', got {self.pooling!r}.")
+        for name in ("learning_rate", "pretrained_learning_rate", "minilm_learning_rate"):
             _check(getattr(self, name) > 0, f"finetune.{name} must be > 0, got {getattr(self, name)}.")
         _check(0.0 <= self.classifier_dropout < 1.0,
                f"finetune.classifier_dropout must be in [0, 1), got {self.classifier_dropout}.")
@@ -199,7 +221,9 @@ class FinetuneConfig:
 class DataConfig:
     """Which slice of which dataset a preset uses."""
 
-    corpus: str = "gutenberg-small"  # pretraining corpus: 'gutenberg-small' or 'gutenberg-large'
+    # pretraining corpus: 'gutenberg-small', 'gutenberg-large', 'imdb-reviews' (IMDB's training reviews,
+    # labels dropped) or two joined with '+', e.g. 'gutenberg-small+imdb-reviews' (see data.CORPUS_CHOICES)
+    corpus: str = "gutenberg-small"
     corpus_max_chars: int = 0  # use only the first N characters of the training text (0 = all)
     large_shards: int = 10  # shards of gutenberg-large to use (1..10)
     tokenizer_train_chars: int = 0  # characters used to train the WordPiece tokenizer (0 = all)
@@ -207,8 +231,10 @@ class DataConfig:
     min_frequency: int = 2  # WordPiece: a piece must occur this often to enter the vocabulary
 
     def __post_init__(self) -> None:
-        _check(self.corpus in ("gutenberg-small", "gutenberg-large"),
-               f"data.corpus must be 'gutenberg-small' or 'gutenberg-large', got {self.corpus!r}.")
+        from .data import CORPUS_CHOICES
+
+        _check(self.corpus in CORPUS_CHOICES,
+               f"data.corpus must be one of {', '.join(CORPUS_CHOICES)}, got {self.corpus!r}.")
         for name in ("corpus_max_chars", "tokenizer_train_chars", "eval_max_chars"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 0,
@@ -301,6 +327,7 @@ PRESETS: dict[str, Preset] = {
         pretrain=PretrainConfig(seq_len=64, batch_size=8, max_steps=30, learning_rate=1e-3,
                                 eval_every=15, eval_batches=2, checkpoint_every=15),
         finetune=FinetuneConfig(max_length=64, batch_size=16, epochs=1, learning_rate=1e-3,
+                                pretrained_learning_rate=1e-3,
                                 train_examples=160, val_examples=64, test_examples=128,
                                 minilm_max_length=32),
         data=DataConfig(corpus="gutenberg-small", corpus_max_chars=300_000, tokenizer_train_chars=300_000,
@@ -316,6 +343,7 @@ PRESETS: dict[str, Preset] = {
         pretrain=PretrainConfig(seq_len=128, batch_size=32, max_steps=3000, time_budget_s=600,
                                 learning_rate=1e-3, eval_every=100, eval_batches=10, checkpoint_every=200),
         finetune=FinetuneConfig(max_length=128, batch_size=16, epochs=2, learning_rate=1e-3,
+                                pretrained_learning_rate=1e-3,
                                 train_examples=2000, val_examples=500, test_examples=2000,
                                 minilm_max_length=128),
         data=DataConfig(corpus="gutenberg-small"),
@@ -329,7 +357,7 @@ PRESETS: dict[str, Preset] = {
                                 warmup_frac=0.06, precision="auto", compile=True, eval_every=1000,
                                 eval_batches=20, checkpoint_every=2000),
         finetune=FinetuneConfig(max_length=512, truncation="head+tail", batch_size=32, epochs=3,
-                                learning_rate=3e-5, train_examples=0, val_examples=2500, test_examples=0,
+                                learning_rate=3e-5, pretrained_learning_rate=3e-5, train_examples=0, val_examples=2500, test_examples=0,
                                 minilm_max_length=256),
         data=DataConfig(corpus="gutenberg-large", tokenizer_train_chars=50_000_000,
                         eval_max_chars=1_000_000),

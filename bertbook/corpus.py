@@ -230,7 +230,7 @@ def corpus_cache(preset, tokenizer, split: str = "train", progress: bool = True)
     from .paths import artifacts_dir
 
     d = preset.data
-    shards = d.large_shards if d.corpus == "gutenberg-large" else None  # only the large corpus is sharded
+    shards = data.corpus_shards(d.corpus, d.large_shards)
     source = {"corpus": d.corpus, "split": split, "max_chars": d.corpus_max_chars, "shards": shards,
               "tokenizer": _tokenizer_hash(tokenizer), "format": FORMAT_VERSION}
     key = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
@@ -413,20 +413,26 @@ class PretrainData:
 # ---------------------------------------------------------------------------------------------------------
 
 
+EVAL_SETS = ("gutenberg", "imdb-reviews", "wikitext-2")  # held-out texts every pretraining run is scored on
+
+
 def eval_text(name: str, max_chars: int, preset=None) -> str:
-    """Held-out text: ``"gutenberg"`` (the validation book(s) of the preset's corpus) or ``"wikitext-2"``
-    (its validation split, WikiText's ``@-@`` artefacts undone and ``<unk>`` kept as [UNK])."""
+    """Held-out text: ``"gutenberg"`` (the validation book(s) of the books in the preset's corpus),
+    ``"imdb-reviews"`` (the 2,500 IMDB training reviews carved off for validation, never pretrained on) or
+    ``"wikitext-2"`` (its validation split, WikiText's ``@-@`` artefacts undone and ``<unk>`` kept as [UNK])."""
     from . import data
 
     if name == "gutenberg":
-        corpus = preset.data.corpus if preset is not None else "gutenberg-small"
+        corpus = data.book_corpus(preset.data.corpus) if preset is not None else "gutenberg-small"
         return data.load_corpus(corpus, "validation", max_chars=max_chars)
+    if name == "imdb-reviews":
+        return data.load_corpus(data.REVIEWS, "validation", max_chars=max_chars)
     if name == "wikitext-2":
         text = data.load_wikitext2("validation")[: max_chars or None]
         for a, b in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), ("<unk>", "[UNK]")):
             text = text.replace(a, b)
         return text
-    raise ValueError(f"Unknown evaluation text {name!r}: use 'gutenberg' or 'wikitext-2'.")
+    raise ValueError(f"Unknown evaluation text {name!r}: use one of {', '.join(EVAL_SETS)}.")
 
 
 def eval_batches(text: str, tokenizer, vocab: MaskVocab, seq_len: int, batch_size: int, n_batches: int,

@@ -53,6 +53,9 @@ __all__ = [
     "iter_corpus_text",
     "load_corpus",
     "load_classification",
+    "review_texts",
+    "corpus_shards",
+    "book_corpus",
     "label_names",
     "load_ner",
     "load_wikitext2",
@@ -61,6 +64,11 @@ __all__ = [
 ]
 
 CORPORA = ("gutenberg-small", "gutenberg-large")
+# Pretraining text made from a labelled dataset, labels dropped: IMDB's training reviews without the 2,500
+# carved off for validation (the "validation" split of this corpus); the test reviews are never used.
+REVIEWS = "imdb-reviews"
+# What data.corpus may name: one corpus, or several joined with "+" (their chunks interleaved)
+CORPUS_CHOICES = (*CORPORA, REVIEWS, "gutenberg-small+imdb-reviews", "gutenberg-large+imdb-reviews")
 CLASSIFICATION = ("imdb", "sst2", "rotten-tomatoes")
 NER = ("wikiann-en", "wnut17")
 
@@ -257,8 +265,16 @@ def corpus_files(name: str, split: str = "train", shards: int | None = None) -> 
     """The verified text files of a corpus split (.txt, or .txt.gz shards for gutenberg-large).
 
     ``shards=k`` keeps only the first k files: gutenberg-large has 10 training shards of about 25 M
-    characters and one validation shard; gutenberg-small has one file per split. Notebooks 01 and 05.
+    characters and one validation shard; gutenberg-small has one file per split. ``imdb-reviews`` reads
+    IMDB's training file (both of its splits come from it); a ``a+b`` corpus lists the files of both.
+    Notebooks 01 and 05.
     """
+    if "+" in name:
+        return [f for part in _corpus_parts(name) for f in corpus_files(part, split, shards)]
+    if name == REVIEWS:
+        if split not in ("train", "validation"):
+            raise ValueError(f"Corpus {REVIEWS!r} has splits train and validation; got split={split!r}.")
+        return _files("imdb", info("imdb")["splits"]["train"])
     _need(name, CORPORA, "corpus_files")
     rels = _split_files(name, split, ("train", "validation"))
     if shards is not None:
@@ -266,6 +282,54 @@ def corpus_files(name: str, split: str = "train", shards: int | None = None) -> 
             raise ValueError(f"shards must be a positive integer (or None for all), got {shards!r}.")
         rels = rels[:shards]
     return _files(name, rels)
+
+
+def corpus_shards(corpus: str, large_shards: int) -> int | None:
+    """How many shards to read: ``large_shards`` when the corpus includes gutenberg-large (the only sharded
+    one), else None (all files)."""
+    return large_shards if "gutenberg-large" in _corpus_parts(corpus) else None
+
+
+def book_corpus(corpus: str) -> str:
+    """The books in a corpus (gutenberg-large or gutenberg-small), for held-out book text; a corpus of
+    reviews alone is evaluated on the small corpus's validation book."""
+    return "gutenberg-large" if "gutenberg-large" in _corpus_parts(corpus) else "gutenberg-small"
+
+
+def _corpus_parts(name: str) -> list[str]:
+    parts = name.split("+")
+    for part in parts:
+        if part not in (*CORPORA, REVIEWS):
+            raise ValueError(f"Unknown corpus {part!r} in {name!r}: corpora are {', '.join(CORPUS_CHOICES)}.")
+    return parts
+
+
+def review_texts(split: str = "train") -> list[str]:
+    """IMDB reviews as plain pretraining text, labels dropped (notebook 05): ``train`` is the 22,500 training
+    reviews that fine-tuning may also label, ``validation`` the 2,500 carved off for validation (held-out
+    text for MLM evaluation). The carve-off is the one `load_classification("imdb")` makes with seed 0,
+    whatever seed a fine-tuning run uses, and the test reviews are never read. (IMDB repeats a few reviews
+    word for word: 14 of the validation reviews and 107 test reviews have a twin among the training reviews,
+    as they do for any model fine-tuned on IMDB's training labels.)"""
+    if split not in ("train", "validation"):
+        raise ValueError(f"Corpus {REVIEWS!r} has splits train and validation (the test reviews stay unseen); "
+                         f"got split={split!r}.")
+    return [ex["text"] for ex in load_classification("imdb", seed=0, clean_html=True)[split]]
+
+
+def _iter_reviews(split: str, chunk_chars: int) -> Iterator[str]:
+    """The reviews, one paragraph each, about ``chunk_chars`` characters at a time."""
+    chunk: list[str] = []
+    size = 0
+    for text in review_texts(split):
+        text = re.sub(r"\n\s*\n+", "\n", text.strip())  # a review is one paragraph
+        chunk.append(text)
+        size += len(text) + 2
+        if size >= chunk_chars:
+            yield "\n\n".join(chunk) + "\n\n"
+            chunk, size = [], 0
+    if chunk:
+        yield "\n\n".join(chunk) + "\n\n"
 
 
 def _open_text(path: Path):
@@ -280,7 +344,23 @@ def iter_corpus_text(name: str, split: str = "train", shards: int | None = None,
 
     Chunks end at a paragraph break (a blank line) whenever there is one, so no word or paragraph is cut
     in two; joined together they are exactly the text of the files. Notebooks 01 and 05.
+
+    ``imdb-reviews`` yields the reviews (see :func:`review_texts`), a review per paragraph. A corpus ``a+b``
+    interleaves the chunks of its parts (one of a, one of b, ...) so that any prefix holds both kinds of text.
     """
+    if "+" in name:
+        streams = [iter_corpus_text(part, split, shards, chunk_chars) for part in _corpus_parts(name)]
+        while streams:
+            for stream in list(streams):
+                chunk = next(stream, None)
+                if chunk is None:
+                    streams.remove(stream)
+                else:
+                    yield chunk if chunk.endswith("\n\n") else chunk + "\n\n"
+        return
+    if name == REVIEWS:
+        yield from _iter_reviews(split, chunk_chars)
+        return
     for path in corpus_files(name, split, shards):
         with _open_text(path) as f:
             carry = ""

@@ -50,7 +50,8 @@ __all__ = [
     "confusion_matrix", "classification_metrics", "predict_proba", "evaluate", "BestCheckpoint",
     "FineTuneResult", "fine_tune", "build_classifier", "save_finetuned", "load_finetuned",
     "get_finetuned", "classify", "cls_attention", "merge_wordpieces", "task_data", "FinetuneRun",
-    "run_finetune", "bow_row", "results_table", "render_markdown", "curve_sizes", "learning_curve",
+    "run_finetune", "learning_rate_for", "bow_row", "seeded_row", "summarize_seeds", "results_table",
+    "render_markdown", "curve_sizes", "learning_curve",
     "plot_confusion", "plot_confidence", "plot_learning_curve", "most_confident_mistakes",
     "attention_html", "describe", "try_it", "cli_finetune", "cli_predict", "cli_results",
 ]
@@ -356,8 +357,8 @@ def _check_checkpoint(folder: Path, expected: ModelConfig, preset: Preset) -> No
                                f"returns, or --init random|pretrained|minilm.")
     check_files(folder, ["config.json", "model.safetensors"], _repretrain_advice(folder))
     found = ModelConfig.from_dict(json.loads(cfg_file.read_text()))
-    fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-              "max_position_embeddings", "type_vocab_size")
+    from .model import SHAPE_FIELDS as fields
+
     diffs = [f"{f} {getattr(found, f)} (checkpoint) vs {getattr(expected, f)} (preset {preset.name!r})"
              for f in fields if getattr(found, f) != getattr(expected, f)]
     if diffs:
@@ -411,7 +412,8 @@ def build_classifier(P: Preset, init: str | os.PathLike = "random", num_labels: 
     if folder is not None:
         _check_checkpoint(folder, cfg, P)
     model = BertForSequenceClassification(cfg, num_labels=num_labels,
-                                          classifier_dropout=P.finetune.classifier_dropout)
+                                          classifier_dropout=P.finetune.classifier_dropout,
+                                          pooling=P.finetune.pooling)
     if folder is not None:
         model.load_encoder(folder)
         info["checkpoint"] = str(folder)
@@ -618,6 +620,14 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def learning_rate_for(cfg: FinetuneConfig, info: dict) -> float:
+    """Each starting point has its own peak learning rate (chosen on validation): MiniLM a small one that
+    keeps its weights, bertbook from random weights and from its own pretraining their own."""
+    if info["kind"] == "transformers":
+        return cfg.minilm_learning_rate
+    return cfg.pretrained_learning_rate if "checkpoint" in info else cfg.learning_rate
+
+
 def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: str | os.PathLike | None = None,
                  *, train_examples: int | None = None, max_length: int | None = None,
                  truncation: str | None = None, overwrite: bool = True, data: dict | None = None,
@@ -642,15 +652,14 @@ def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: 
         print(f"{task}: {len(enc['train'])} train / {len(enc['validation'])} validation / {len(enc['test'])} "
               f"test examples, length {L} ({trunc}), {P.finetune.epochs} epoch(s)")
     t0 = time.perf_counter()
-    cfg = P.finetune  # a pretrained transformers model (MiniLM) keeps its own, smaller learning rate
-    if info["kind"] == "transformers":
-        cfg = dataclasses.replace(cfg, learning_rate=cfg.minilm_learning_rate)
+    cfg = dataclasses.replace(P.finetune, learning_rate=learning_rate_for(P.finetune, info))
     result = fine_tune(model, enc["train"], enc["validation"], cfg, pad_id=pad, verbose=verbose)
     test = evaluate(model, enc["test"], P.finetune.batch_size * 2, pad)
     ood = evaluate(model, enc["ood"], P.finetune.batch_size * 2, pad) if "ood" in enc else None
     seconds = time.perf_counter() - t0
     record = {"task": task, "model": info["init"], "preset": P.name, "train_examples": len(enc["train"]),
               "max_length": L, "truncation": trunc, "epochs": P.finetune.epochs, "learning_rate": cfg.learning_rate,
+              "pooling": getattr(model, "pooling", "cls"), "seed": P.finetune.seed,
               "accuracy": test["accuracy"], "precision": test["precision"], "recall": test["recall"],
               "f1": test["f1"], "test_examples": test["n"], "rt_accuracy": ood["accuracy"] if ood else None,
               "val_accuracy": result.best["val_accuracy"], "best_epoch": result.best["epoch"],
@@ -688,13 +697,61 @@ def bow_row(P: Preset, task: str, data: dict | None = None, train_examples: int 
             "C": bow.C, "seconds": round(time.perf_counter() - t0, 1), "machine": machine()}
 
 
+def seeded_row(P: Preset, task: str, init: str, splits: dict, seeds: int = 1,
+               poolings: Sequence[str] = (), out: str | os.PathLike | None = None, verbose: bool = True) -> dict:
+    """One bertbook row of the results table, fine-tuned ``seeds`` times (notebook 06).
+
+    Every run sees the same examples; the seed changes the head's initialisation (and a random model's
+    weights), the batch order and the dropout masks. With ``poolings`` (e.g. ``("cls", "mean")``) the first
+    seed is run once per pooling and the one with the best *validation* accuracy is kept for the other seeds
+    (the test set never chooses). The record holds the mean of every metric, the sample standard deviation
+    of the test accuracy (``accuracy_std``) and each seed's numbers (``runs``); the first seed's chosen model
+    is saved to ``out``.
+    """
+    first = P.finetune.seed
+    candidates = []
+    for pooling in poolings or (P.finetune.pooling,):
+        Q = P.override(**{"finetune.pooling": pooling})
+        candidates.append(run_finetune(Q, task, init, data=splits, verbose=verbose))
+        if verbose and len(poolings) > 1:
+            print(f"    pooling {pooling}: validation accuracy {candidates[-1].record['val_accuracy']:.3f}", flush=True)
+    best = max(candidates, key=lambda r: r.record["val_accuracy"])  # first wins a tie
+    if out is not None:
+        best.record["path"] = str(save_finetuned(Path(out), best.model, best.tokenizer, best.info))
+    runs = [best.record]
+    for k in range(1, seeds):
+        Q = P.override(**{"finetune.seed": first + k, "finetune.pooling": best.record["pooling"]})
+        runs.append(run_finetune(Q, task, init, data=splits, verbose=verbose).record)
+    return summarize_seeds(runs, [c.record for c in candidates])
+
+
+def summarize_seeds(runs: Sequence[dict], candidates: Sequence[dict] = ()) -> dict:
+    """Mean of each metric over seeded runs, the test accuracy's sample standard deviation, and the runs."""
+    rec = dict(runs[0])
+    for key in ("accuracy", "precision", "recall", "f1", "rt_accuracy", "val_accuracy"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        rec[key] = float(np.mean(values)) if values else None
+    accs = [r["accuracy"] for r in runs]
+    rec.update(seeds=[r["seed"] for r in runs], accuracy_std=float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+               rt_accuracy_std=(float(np.std([r["rt_accuracy"] for r in runs], ddof=1))
+                                if len(runs) > 1 and runs[0].get("rt_accuracy") is not None else None),
+               seconds=round(sum(r["seconds"] for r in runs) + sum(c["seconds"] for c in candidates[1:]), 1),
+               runs=[{k: r.get(k) for k in ("seed", "pooling", "accuracy", "f1", "rt_accuracy", "val_accuracy",
+                                              "best_epoch", "seconds")} for r in runs],
+               pooling_choice={c["pooling"]: c["val_accuracy"] for c in candidates} if len(candidates) > 1 else None)
+    return rec
+
+
 def results_table(P: Preset, tasks: Sequence[str] = TASKS, rows: Sequence[str] = ("bow", "random", "pretrained", "minilm"),
-                  reuse: Sequence[dict] = (), verbose: bool = True) -> list[dict]:
+                  reuse: Sequence[dict] = (), verbose: bool = True, seeds: int = 1,
+                  poolings: Sequence[str] = ()) -> list[dict]:
     """The results table on the current preset: one row per (task, model). Taught in notebook 06.
 
     Rows: ``bow`` (a), ``random`` (b: bertbook from random initialisation), ``pretrained`` (c: bertbook
     pretrained in notebook 05), ``minilm`` (d). Every row states the preset, the training examples, the
     seconds it took and the machine. Fine-tuned models are saved in ``artifacts/<preset>/finetune-<task>-<row>``.
+    The bertbook rows (b, c) run ``seeds`` times and report mean and spread, with the pooling chosen on
+    validation among ``poolings`` (see `seeded_row`).
     ``reuse``: records computed earlier in this session (same preset, default settings) that are taken as
     they are instead of being run again.
     """
@@ -711,14 +768,18 @@ def results_table(P: Preset, tasks: Sequence[str] = TASKS, rows: Sequence[str] =
             splits = splits or task_data(P, task)
             if row == "bow":
                 rec = bow_row(P, task, splits)
-            elif row in ("random", "pretrained", "minilm"):
+            elif row in ("random", "pretrained"):
+                rec = seeded_row(P, task, row, splits, seeds, poolings,
+                                 out=artifacts_dir(P.name, f"finetune-{task}-{row}"), verbose=verbose)
+            elif row == "minilm":
                 rec = run_finetune(P, task, row, out=artifacts_dir(P.name, f"finetune-{task}-{row}"),
                                    data=splits, verbose=verbose).record
             else:
                 raise ValueError(f"unknown row {row!r}: choose from bow, random, pretrained, minilm.")
             table.append(rec)
             if verbose:
-                print(f"    test accuracy {rec['accuracy']:.3f}, F1 {rec['f1']:.3f} in {rec['seconds']:.0f} s",
+                spread = f" ± {rec['accuracy_std']:.3f} over {len(rec['seeds'])} seeds" if rec.get("accuracy_std") else ""
+                print(f"    test accuracy {rec['accuracy']:.3f}{spread}, F1 {rec['f1']:.3f} in {rec['seconds']:.0f} s",
                       flush=True)
     return table
 
@@ -732,10 +793,14 @@ def render_markdown(rows: Sequence[dict]) -> str:
     def num(x: Any, fmt: str) -> str:
         return "-" if x is None else format(x, fmt)
 
+    def spread(r: dict, key: str) -> str:
+        std = r.get(f"{key}_std")
+        return num(r.get(key), ".3f") + (f" ± {std:.3f} (n={len(r['seeds'])})" if std is not None else "")
+
     for r in rows:
         lines.append(f"| {r['task']} | {MODEL_NAMES.get(r['model'], r['model'])} | {r['preset']} "
                      f"| {r['train_examples']:,} | {num(r.get('max_length'), 'd')} | {num(r.get('epochs'), 'd')} "
-                     f"| {num(r['accuracy'], '.3f')} | {num(r['f1'], '.3f')} | {num(r.get('rt_accuracy'), '.3f')} "
+                     f"| {spread(r, 'accuracy')} | {num(r['f1'], '.3f')} | {spread(r, 'rt_accuracy')} "
                      f"| {r['seconds']:.0f} | {r['machine']} |")
     return "\n".join(lines) + "\n"
 
@@ -1029,8 +1094,14 @@ def cli_results(argv: list[str]) -> int:
     parser.add_argument("--curve-sizes", nargs="+", type=int, default=None,
                         help="training-set sizes of the curve (default: n/8, n/2, n of the preset)")
     parser.add_argument("--out", type=Path, default=None, help="write the table to FILE.md or FILE.json")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="fine-tune each bertbook row this many times (seeds seed, seed+1, ...): mean and spread")
+    parser.add_argument("--poolings", nargs="+", choices=["cls", "mean"], default=["cls", "mean"],
+                        help="text vectors tried on the first seed; the best on validation is kept")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     P = get_preset(args.preset)
     rows: list[dict] = []
     curve: list[dict] = []
@@ -1047,7 +1118,8 @@ def cli_results(argv: list[str]) -> int:
 
     for task in args.tasks:
         for row in args.rows:
-            rows += results_table(P, [task], [row], verbose=not args.quiet)
+            rows += results_table(P, [task], [row], verbose=not args.quiet, seeds=args.seeds,
+                                  poolings=args.poolings)
             write()
     if args.curve:
         available = len(_load("imdb", P.finetune.seed)["train"])

@@ -11,6 +11,7 @@ prints it and fails above the tolerance (1e-5 in float32).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 from . import model as M
 from .config import ModelConfig
 
-__all__ = ["hf_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report", "format_report",
+__all__ = ["hf_name", "hf_prelayernorm_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report", "format_report",
            "cli_parity", "TOLERANCE", "MODEL_TYPES"]
 
 TOLERANCE = 1e-5  # largest absolute difference accepted in float32
@@ -44,6 +45,23 @@ _HEAD_RULES = [
     (r"^mlm\.bias$", "cls.predictions.bias"),
     (r"^sentence_classifier\.", "cls.seq_relationship."),
 ]
+# pre-LayerNorm models (``layer_norm_position="pre"``) convert to transformers' RobertaPreLayerNorm, whose
+# LayerNorms sit where they are applied: before attention, before the feed-forward, and once at the end
+_PRE_LN_RULES = [
+    (r"^bert\.", "roberta_prelayernorm."),
+    (r"^(roberta_prelayernorm\.)?embeddings\.layer_norm\.", r"\1embeddings.LayerNorm."),
+    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.attention\.(query|key|value)\.", r"\1encoder.layer.\2.attention.self.\3."),
+    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.attention\.out\.", r"\1encoder.layer.\2.attention.output.dense."),
+    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.attention_norm\.", r"\1encoder.layer.\2.attention.LayerNorm."),
+    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.ffn_norm\.", r"\1encoder.layer.\2.intermediate.LayerNorm."),
+    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.ffn\.fc1\.", r"\1encoder.layer.\2.intermediate.dense."),
+    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.ffn\.fc2\.", r"\1encoder.layer.\2.output.dense."),
+    (r"^(roberta_prelayernorm\.)?final_norm\.", r"\1LayerNorm."),
+    (r"^mlm\.transform\.", "lm_head.dense."),
+    (r"^mlm\.layer_norm\.", "lm_head.layer_norm."),
+    (r"^mlm\.bias$", "lm_head.bias"),
+]
+_PRE_LN_TYPES = {"BertModel": "RobertaPreLayerNormModel", "BertForMaskedLM": "RobertaPreLayerNormForMaskedLM"}
 # transformers tensors that bertbook does not store: the MLM decoder is tied to the token embeddings and
 # its bias to cls.predictions.bias
 _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
@@ -63,15 +81,29 @@ def hf_name(name: str) -> str:
     return name  # embeddings.word_embeddings.weight, pooler.dense.*, classifier.* are spelled alike
 
 
+def hf_prelayernorm_name(name: str) -> str:
+    """The `transformers` RobertaPreLayerNorm name of a pre-LayerNorm bertbook parameter, e.g.
+    'bert.layers.0.ffn_norm.weight' -> 'roberta_prelayernorm.encoder.layer.0.intermediate.LayerNorm.weight'."""
+    for pattern, repl in _PRE_LN_RULES:
+        name = re.sub(pattern, repl, name)
+    return name
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Configs
 # ----------------------------------------------------------------------------------------------------------
 
 def to_hf_config(config: ModelConfig, **extra: Any):
-    """A `transformers.BertConfig` with the same fields (extra keywords, e.g. num_labels, passed through)."""
+    """A `transformers.BertConfig` with the same fields (extra keywords, e.g. num_labels, passed through);
+    a `RobertaPreLayerNormConfig` for a pre-LayerNorm config."""
+    fields = {k: v for k, v in config.to_dict().items() if k != "layer_norm_position"}
+    if config.layer_norm_position == "pre":
+        from transformers import RobertaPreLayerNormConfig
+
+        return RobertaPreLayerNormConfig(**fields, **extra)
     from transformers import BertConfig
 
-    return BertConfig(**config.to_dict(), **extra)
+    return BertConfig(**fields, **extra)
 
 
 def from_hf_config(hf_config) -> ModelConfig:
@@ -85,7 +117,7 @@ def from_hf_config(hf_config) -> ModelConfig:
                          f"positions as BERT does.")
     if hf_config.hidden_act not in ("gelu", "gelu_new", "relu"):
         raise ValueError(f"hidden_act={hf_config.hidden_act!r} is not supported (gelu, gelu_new, relu).")
-    fields = {k: getattr(hf_config, k) for k in ModelConfig().to_dict()}
+    fields = {k: getattr(hf_config, k) for k in ModelConfig().to_dict() if k != "layer_norm_position"}
     if fields["pad_token_id"] is None:
         fields["pad_token_id"] = 0
     return ModelConfig(**fields)
@@ -104,6 +136,8 @@ def to_hf(model: nn.Module, attn_implementation: str = "eager"):
 
     kind = type(model).__name__
     cfg = model.config
+    if cfg.layer_norm_position == "pre":
+        return _to_hf_prelayernorm(model, attn_implementation)
     if kind == "BertModel":
         hf_cfg = to_hf_config(cfg)
         build = lambda c: transformers.BertModel(c, add_pooling_layer=model.pooler is not None)  # noqa: E731
@@ -115,6 +149,9 @@ def to_hf(model: nn.Module, attn_implementation: str = "eager"):
                              f"has {model.num_sentence_labels}. Convert model.bert (a BertModel) instead.")
         hf_cfg, build = to_hf_config(cfg), transformers.BertForPreTraining
     elif kind in ("BertForSequenceClassification", "BertForTokenClassification"):
+        if getattr(model, "pooling", "cls") != "cls":
+            raise TypeError("transformers' BertForSequenceClassification reads the pooled [CLS] vector; this "
+                            "model averages the tokens (pooling='mean'). Convert its encoder, model.bert.")
         hf_cfg = to_hf_config(cfg, num_labels=model.num_labels, classifier_dropout=model.classifier_dropout)
         build = getattr(transformers, kind)
     else:
@@ -133,6 +170,43 @@ def to_hf(model: nn.Module, attn_implementation: str = "eager"):
     if "cls.predictions.decoder.weight" in theirs:  # tied: the decoder is the token-embedding table
         new_state["cls.predictions.decoder.weight"] = new_state["bert.embeddings.word_embeddings.weight"]
         new_state["cls.predictions.decoder.bias"] = new_state["cls.predictions.bias"]
+    missing = [k for k in theirs if k not in new_state]
+    if missing:
+        raise M.CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
+                                f"{', '.join(missing[:5])}.")
+    hf.load_state_dict(new_state, strict=True)
+    return hf.to(next(model.parameters()).device).train(model.training)
+
+
+def _to_hf_prelayernorm(model: nn.Module, attn_implementation: str):
+    """A pre-LayerNorm bertbook BertModel or BertForMaskedLM as transformers' RobertaPreLayerNorm model.
+
+    RoBERTa numbers positions from ``pad_token_id + 1`` unless told otherwise: call it with
+    ``position_ids=torch.arange(T)`` to get bertbook's positions (``compare`` does).
+    """
+    import transformers
+
+    kind = type(model).__name__
+    if kind not in _PRE_LN_TYPES:
+        raise TypeError(f"A pre-LayerNorm {kind} has no transformers class to convert to; convert its encoder "
+                        f"(model.bert) or a BertForMaskedLM ({', '.join(_PRE_LN_TYPES)}).")
+    hf_cfg = to_hf_config(model.config)
+    hf_cfg._attn_implementation = attn_implementation
+    if kind == "BertModel":
+        hf = transformers.RobertaPreLayerNormModel(hf_cfg, add_pooling_layer=model.pooler is not None)
+    else:
+        hf = transformers.RobertaPreLayerNormForMaskedLM(hf_cfg)
+    theirs = hf.state_dict()
+    new_state = {}
+    for name, tensor in model.state_dict().items():
+        target = hf_prelayernorm_name(name)
+        if target not in theirs or theirs[target].shape != tensor.shape:
+            raise M.CheckpointError(f"bertbook tensor {name} ({tuple(tensor.shape)}) has no counterpart "
+                                    f"{target} of the same shape in transformers.{type(hf).__name__}.")
+        new_state[target] = tensor.detach()
+    if "lm_head.decoder.weight" in theirs:  # tied to the token embeddings, as in bertbook
+        new_state["lm_head.decoder.weight"] = new_state["roberta_prelayernorm.embeddings.word_embeddings.weight"]
+        new_state["lm_head.decoder.bias"] = new_state["lm_head.bias"]
     missing = [k for k in theirs if k not in new_state]
     if missing:
         raise M.CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
@@ -233,6 +307,8 @@ def compare(ours: nn.Module, hf: nn.Module, padding: bool, seed: int = 0) -> dic
     kw = {"attention_mask": mask, "token_type_ids": types}
     a = ours(ids, **kw, labels=labels, output_attentions=True, output_hidden_states=True)
     hf_kw = {"labels": labels} if kind not in ("BertModel", "BertForPreTraining") else {}
+    if ours.config.layer_norm_position == "pre":  # RoBERTa would number positions from pad_token_id + 1
+        hf_kw["position_ids"] = torch.arange(ids.shape[1], device=device).expand_as(ids)
     b = hf(input_ids=ids, **kw, **hf_kw, output_attentions=True, output_hidden_states=True)
     row: dict[str, Any] = {"model": kind, "padding": padding}
     row["hidden_states"] = max(_max_diff(x, y) for x, y in zip(a.hidden_states, b.hidden_states, strict=True))
@@ -282,7 +358,7 @@ def _minilm_hf(kind: str, num_labels: int, _cache: dict = {}):  # noqa: B006 (a 
     return hf
 
 
-def parity_report(weights: tuple[str, ...] = ("random", "minilm"), models: tuple[str, ...] = MODEL_TYPES,
+def parity_report(weights: tuple[str, ...] = ("random", "random-pre-ln", "minilm"), models: tuple[str, ...] = MODEL_TYPES,
                   device: str = "cpu", seed: int = 0, config: ModelConfig | None = None) -> list[dict[str, Any]]:
     """One row per (weights, model, padding) with the largest absolute difference of each output.
 
@@ -296,6 +372,18 @@ def parity_report(weights: tuple[str, ...] = ("random", "minilm"), models: tuple
     for source in weights:
         for kind in models:
             torch.manual_seed(seed)
+            if source == "random-pre-ln":  # pre-LayerNorm, bertbook -> transformers' RobertaPreLayerNorm
+                if kind not in _PRE_LN_TYPES:
+                    continue
+                ours = getattr(M, kind)(dataclasses.replace(cfg, layer_norm_position="pre")).to(device)
+                _perturb_norms(ours, seed)
+                hf = to_hf(ours)
+                h_state = hf.state_dict()
+                exact = all(torch.equal(v, h_state[hf_prelayernorm_name(k)]) for k, v in ours.state_dict().items())
+                exact = exact and len(h_state) == len(ours.state_dict()) + 2 * ("lm_head.decoder.weight" in h_state)
+                for padding in (False, True):
+                    rows.append({**compare(ours, hf, padding, seed), "weights": source, "round_trip": exact})
+                continue
             if source == "random":
                 extra = {"num_labels": 3} if "Classification" in kind else {}
                 ours = getattr(M, kind)(cfg, **extra).to(device)
@@ -306,7 +394,7 @@ def parity_report(weights: tuple[str, ...] = ("random", "minilm"), models: tuple
                 ours = from_hf(hf)
                 back = to_hf(ours)
             else:
-                raise ValueError(f"weights must be 'random' or 'minilm', got {source!r}.")
+                raise ValueError(f"weights must be 'random', 'random-pre-ln' or 'minilm', got {source!r}.")
             a_state, b_state = ours.state_dict(), back.state_dict()
             if source == "random":
                 exact = all(torch.equal(v, b_state[k]) for k, v in a_state.items())
@@ -321,6 +409,16 @@ def parity_report(weights: tuple[str, ...] = ("random", "minilm"), models: tuple
     return rows
 
 
+def _perturb_norms(model: nn.Module, seed: int) -> None:
+    """Move every LayerNorm away from its identity initialisation, so that a LayerNorm applied in the wrong
+    place (or not at all) shows up as a difference."""
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=g).to(p.device))
+
+
 _COLUMNS = ("hidden_states", "pooler", "logits", "loss", "masked_only_loss", "fused")
 
 
@@ -332,14 +430,14 @@ def worst(row: dict[str, Any]) -> float:
 
 def format_report(rows: list[dict[str, Any]], tolerance: float = TOLERANCE) -> str:
     """The parity table as fixed-width text; '-' where an output does not apply."""
-    head = f"{'weights':<7} {'model':<29} {'pad':<3} " + " ".join(f"{c[:11]:>11}" for c in _COLUMNS) \
+    head = f"{'weights':<13} {'model':<29} {'pad':<3} " + " ".join(f"{c[:11]:>11}" for c in _COLUMNS) \
         + f" {'attentions (per layer)':<26} {'ok':<3}"
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = " ".join(f"{r[c]:>11.1e}" if c in r else f"{'-':>11}" for c in _COLUMNS)
         att = " ".join(f"{x:.0e}" for x in r["attentions"])
         ok = "yes" if worst(r) <= tolerance and r["round_trip"] else "NO"
-        lines.append(f"{r['weights']:<7} {r['model']:<29} {'yes' if r['padding'] else 'no':<3} {cells} "
+        lines.append(f"{r['weights']:<13} {r['model']:<29} {'yes' if r['padding'] else 'no':<3} {cells} "
                      f"{att:<26} {ok:<3}")
     return "\n".join(lines)
 
@@ -349,7 +447,8 @@ def cli_parity(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bertbook parity",
                                      description="Compare bertbook with transformers on random and MiniLM weights.")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
-    parser.add_argument("--weights", nargs="+", default=["random", "minilm"], choices=["random", "minilm"])
+    parser.add_argument("--weights", nargs="+", default=["random", "random-pre-ln", "minilm"],
+                        choices=["random", "random-pre-ln", "minilm"])
     parser.add_argument("--models", nargs="+", default=list(MODEL_TYPES), choices=list(MODEL_TYPES))
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
     parser.add_argument("--seed", type=int, default=0)
@@ -364,7 +463,8 @@ def cli_parity(argv: list[str]) -> int:
     torch.set_float32_matmul_precision("highest")  # true float32 on GPUs too (no TF32 shortcuts)
     rows = parity_report(tuple(args.weights), tuple(args.models), device=device, seed=args.seed)
     print(f"bertbook vs transformers, float32 on {device}: largest absolute difference per output")
-    print("random: bertbook weights -> transformers; minilm: MiniLM's weights transformers -> bertbook")
+    print("random: bertbook weights -> transformers; random-pre-ln: pre-LayerNorm bertbook -> transformers' "
+          "RobertaPreLayerNorm; minilm: MiniLM's weights transformers -> bertbook")
     print(format_report(rows, args.tolerance))
     bad = [r for r in rows if worst(r) > args.tolerance or not r["round_trip"]]
     if bad:

@@ -9,6 +9,8 @@ outputs agree to 1e-5. Read it top to bottom:
     token ids (B, T)
       -> Embeddings: token + position + segment, LayerNorm, dropout            (B, T, D)
       -> L x EncoderLayer: x = LN(x + MHSA(x));  x = LN(x + FFN(x))              (B, T, D)
+         (pre-LayerNorm, ``layer_norm_position="pre"``: x = x + MHSA(LN(x)); x = x + FFN(LN(x)),
+          and one final LayerNorm after the last layer)
       -> Pooler: tanh(W h_[CLS] + b)                                            (B, D)
       -> a head: masked LM (tied to the token embeddings), pretraining (MLM + sentence classifier),
          sequence classification ([CLS]), token classification (every token)
@@ -177,7 +179,12 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """One Transformer encoder layer, post-LayerNorm as in BERT: x = LN(x + MHSA(x)); x = LN(x + FFN(x))."""
+    """One Transformer encoder layer, post-LayerNorm as in BERT: x = LN(x + MHSA(x)); x = LN(x + FFN(x)).
+
+    With ``config.layer_norm_position == "pre"`` the LayerNorm moves inside the residual branch:
+    x = x + MHSA(LN(x)); x = x + FFN(LN(x)). The residual stream is then never normalised, so gradients
+    reach the first layers undiminished and high learning rates need no long warmup (Xiong et al. 2020).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -188,9 +195,15 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pre_norm = config.layer_norm_position == "pre"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.pre_norm:
+            a, weights = self.attention(self.attention_norm(x), mask, output_attentions)  # (B, T, D)
+            x = x + self.attention_dropout(a)  # residual stream, never normalised: (B, T, D)
+            x = x + self.ffn_dropout(self.ffn(self.ffn_norm(x)))  # (B, T, D)
+            return x, weights
         a, weights = self.attention(x, mask, output_attentions)  # (B, T, D), (B, H, T, T) or None
         x = self.attention_norm(x + self.attention_dropout(a))  # residual, then LayerNorm: (B, T, D)
         f = self.ffn(x)  # (B, T, D)
@@ -364,12 +377,12 @@ def checkpoint_config(folder: str | os.PathLike) -> ModelConfig:
     return ModelConfig.from_dict(read_json_file(path))
 
 
-_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size")
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size", "layer_norm_position")
 
 
 def _shape_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
-    return [f"{f}: checkpoint {getattr(a, f)} vs model {getattr(b, f)}" for f in _SHAPE_FIELDS
+    return [f"{f}: checkpoint {getattr(a, f)} vs model {getattr(b, f)}" for f in SHAPE_FIELDS
             if getattr(a, f) != getattr(b, f)]
 
 
@@ -512,6 +525,9 @@ class BertModel(_PretrainedMixin, nn.Module):
         self.config = _check_config(config)
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList([EncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        # pre-LayerNorm leaves the residual stream unnormalised: one LayerNorm after the last layer
+        self.final_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+                           if config.layer_norm_position == "pre" else None)
         self.pooler = Pooler(config) if add_pooling_layer else None
         self.apply(lambda m: _init_weights(m, config.initializer_range))
 
@@ -551,6 +567,10 @@ class BertModel(_PretrainedMixin, nn.Module):
                 hidden_states.append(x)
             if output_attentions:
                 attentions.append(weights)
+        if self.final_norm is not None:
+            x = self.final_norm(x)  # (B, T, D)
+            if output_hidden_states:
+                hidden_states[-1] = x  # the last one normalised, as transformers' RobertaPreLayerNorm reports it
         pooled = self.pooler(x) if self.pooler is not None else None  # (B, D)
         return ModelOutput(last_hidden_state=x, pooler_output=pooled,
                            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
@@ -683,15 +703,43 @@ class _Classifier(_PretrainedMixin, nn.Module):
         return ("num_labels", "classifier_dropout")
 
 
-class BertForSequenceClassification(_Classifier):
-    """BERT + dropout + Linear on the pooled [CLS] vector: one label per text (notebook 06).
+POOLINGS = ("cls", "mean")  # what a sequence classifier reads: the pooled [CLS] vector, or the mean token
 
+
+class BertForSequenceClassification(_Classifier):
+    """BERT + dropout + Linear on one vector per text: one label per text (notebook 06).
+
+    ``pooling="cls"`` (BERT, and what transformers implements) reads the pooler's tanh(W h_[CLS] + b);
+    ``pooling="mean"`` reads the average of the last layer's vectors over the real (unpadded) tokens, which
+    suits an encoder pretrained with MLM alone: its [CLS] vector and pooler were never trained for anything
+    (Reimers & Gurevych 2019 found mean pooling the better sentence vector for BERT too).
     The softmax comes *after* the Linear, inside the cross-entropy (the source article has them reversed).
     ``num_labels=1`` makes it a regression head (mean squared error), as in transformers.
     """
 
-    def __init__(self, config: ModelConfig, num_labels: int = 2, classifier_dropout: float | None = None) -> None:
+    def __init__(self, config: ModelConfig, num_labels: int = 2, classifier_dropout: float | None = None,
+                 pooling: str = "cls") -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}.")
         super().__init__(config, num_labels, classifier_dropout, add_pooling_layer=True)
+        self.pooling = pooling
+
+    def _head_kwargs(self) -> dict[str, Any]:
+        return {**super()._head_kwargs(), "pooling": self.pooling}
+
+    @classmethod
+    def _head_keys(cls) -> tuple[str, ...]:
+        return (*super()._head_keys(), "pooling")
+
+    def text_vector(self, out: ModelOutput, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The (B, D) vector the classifier reads: pooled [CLS], or the mean over real tokens."""
+        if self.pooling == "cls":
+            return out.pooler_output  # (B, D)
+        h = out.last_hidden_state  # (B, T, D)
+        if attention_mask is None:
+            return h.mean(dim=1)  # (B, D)
+        m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1): 1 for real tokens
+        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, D)
 
     def forward(
         self,
@@ -704,7 +752,7 @@ class BertForSequenceClassification(_Classifier):
     ) -> ModelOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
                         output_hidden_states=output_hidden_states)
-        out.logits = self.classifier(self.dropout(out.pooler_output))  # (B, D) -> (B, num_labels)
+        out.logits = self.classifier(self.dropout(self.text_vector(out, attention_mask)))  # (B, D) -> (B, labels)
         if labels is not None:
             if self.num_labels == 1:
                 out.loss = F.mse_loss(out.logits.squeeze(-1), labels.float().view(-1))

@@ -12,6 +12,7 @@ any Hugging Face tokenizer. Special tokens come first: [PAD]=0, [UNK]=1, [CLS]=2
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +42,7 @@ __all__ = [
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, in this order
 _TOKENIZER_FILE = "tokenizer.json"
+_SETTINGS_FILE = "training_settings.json"  # what get_tokenizer trained it on
 
 
 def _chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
@@ -164,23 +166,42 @@ def tokenizer_dir(preset: Preset) -> Path:
     return artifacts_dir(preset.name) / "tokenizer"
 
 
+def _check_settings(folder: Path, settings: dict) -> None:
+    """Refuse a saved tokenizer trained with other settings (corpus, size) than the preset asks for."""
+    from .model import read_json_file
+
+    saved = folder / _SETTINGS_FILE
+    remedy = f"Delete the folder {folder}: get_tokenizer(P) then trains a new tokenizer (notebook 01)."
+    made_with = read_json_file(saved, remedy) if saved.is_file() else settings  # older folders: trusted
+    if made_with != settings:
+        diffs = ", ".join(f"{k} {made_with.get(k)!r} there vs {v!r} now" for k, v in settings.items()
+                          if made_with.get(k) != v)
+        raise ValueError(f"The tokenizer in {folder} was trained with other settings ({diffs}); its ids would not "
+                         f"fit this preset's corpus and models. Move or delete that folder (and the checkpoints "
+                         f"made with it) to train a new one, or point BERTBOOK_ARTIFACTS at another folder.")
+
+
 def get_tokenizer(preset: Preset | None = None):
     """The preset's WordPiece tokenizer: loaded from ``artifacts/<preset>/tokenizer``, or trained on the
     preset's corpus slice and saved there first (notebook 01 explains it). Use ``len(tokenizer)`` as the
     model's vocab_size: it can fall short of ``preset.model.vocab_size``."""
     P = preset or get_preset()
     folder = tokenizer_dir(P)
+    settings = {"corpus": P.data.corpus, "train_chars": P.data.tokenizer_train_chars,
+                "vocab_size": P.model.vocab_size, "min_frequency": P.data.min_frequency}
     if (folder / _TOKENIZER_FILE).is_file():
+        _check_settings(folder, settings)
         return load_tokenizer(folder, remedy=f"Delete the folder {folder}: get_tokenizer(P) then trains a new "
                               f"tokenizer (notebook 01); an unfinished pretraining run that used the old one "
                               f"cannot be resumed after that.")
     from . import data
 
     t0 = time.time()
-    shards = P.data.large_shards if P.data.corpus == "gutenberg-large" else None  # as corpus.corpus_cache
+    shards = data.corpus_shards(P.data.corpus, P.data.large_shards)  # as corpus.corpus_cache
     text = data.load_corpus(P.data.corpus, "train", max_chars=P.data.tokenizer_train_chars, shards=shards)
     tok = train_tokenizer(text, P.model.vocab_size, P.data.min_frequency, P.model.max_position_embeddings)
     save_tokenizer(tok, folder)
+    (folder / _SETTINGS_FILE).write_text(json.dumps(settings, indent=1) + "\n")
     print(f"Trained a WordPiece tokenizer for preset {P.name!r} on {len(text):,} characters of {P.data.corpus} "
           f"in {time.time() - t0:.1f} s: {len(tok):,} entries (asked for {P.model.vocab_size:,}); saved to "
           f"{folder}. Notebook 01 explains how it is made.")

@@ -29,12 +29,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .config import SCHEDULES
 
 __all__ = [
     "param_groups",
@@ -53,6 +54,12 @@ __all__ = [
     "History",
     "build_model",
     "compute_loss",
+    "autocast",
+    "train_step",
+    "Run",
+    "start_run",
+    "evaluate_run",
+    "checkpoint_run",
     "pretrain",
     "get_pretrained",
     "fill_mask",
@@ -104,27 +111,35 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
                              fused=fused or None)
 
 
+TRIANGLE_START = 0.25  # the triangle schedule starts at this fraction of the peak (Cramming)
+
+
 def lr_factor(progress: float, warmup_frac: float, kind: str = "linear") -> float:
     """The learning rate as a fraction of its peak, ``progress`` in [0, 1] of the run (notebook 05).
 
     Linear warmup over the first ``warmup_frac``, then ``linear`` decay to 0, ``cosine`` decay to 0, or
-    ``constant``. Both step-based and time-based runs use it: progress is step/total or seconds/budget.
+    ``constant``. ``triangle`` is Cramming's budget-shaped schedule (Geiping & Goldstein 2023): no warmup
+    from 0, but a linear rise from 25% of the peak to the peak at ``warmup_frac`` (they use 0.75), then
+    linearly to 0 at the end of the budget. Both step-based and time-based runs use it: progress is
+    step/total or seconds/budget.
     """
-    if kind not in ("linear", "cosine", "constant"):
-        raise ValueError(f"Unknown schedule {kind!r}: choose 'linear', 'cosine' or 'constant'.")
+    if kind not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {kind!r}: choose one of {', '.join(SCHEDULES)}.")
     progress = min(max(progress, 0.0), 1.0)
     if warmup_frac > 0 and progress < warmup_frac:
-        return progress / warmup_frac
+        start = TRIANGLE_START if kind == "triangle" else 0.0
+        return start + (1.0 - start) * progress / warmup_frac
     if kind == "constant":
         return 1.0
     rest = (progress - warmup_frac) / max(1e-12, 1.0 - warmup_frac)  # 0 -> 1 over the decay
-    return 1.0 - rest if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * rest))
+    return 0.5 * (1.0 + math.cos(math.pi * rest)) if kind == "cosine" else 1.0 - rest
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                    kind: str = "linear") -> torch.optim.lr_scheduler.LambdaLR:
     """Warmup for ``warmup_steps`` then decay to 0 at ``total_steps``; call ``.step()`` after every
-    optimizer step (notebook 05). ``kind``: 'linear', 'cosine' or 'constant'."""
+    optimizer step (notebook 05). ``kind``: 'linear', 'cosine', 'constant' or 'triangle' (see
+    :func:`lr_factor`; its peak is at ``warmup_steps``)."""
     if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
         raise ValueError(f"Need 0 <= warmup_steps <= total_steps and total_steps > 0, got warmup_steps="
                          f"{warmup_steps}, total_steps={total_steps}.")
@@ -165,7 +180,7 @@ def evaluate(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: t
     total_loss, correct, count = 0.0, 0, 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "labels")}
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, dtype):
             out = model(**batch, masked_only=True)
         target = batch["labels"][batch["labels"] != -100]  # (N,)
         logits = out.logits.float()  # (N, V)
@@ -205,6 +220,10 @@ RESUMABLE_CHANGES = {"pretrain.eval_every", "pretrain.eval_batches", "pretrain.c
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or infinite; the message says where the last good checkpoint is."""
+
+    def __init__(self, message: str, what: str = "loss", value: float = float("nan"), lr: float = 0.0) -> None:
+        super().__init__(message)
+        self.what, self.value, self.lr = what, value, lr  # which number, its value, the learning rate
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -373,13 +392,16 @@ class Clock:
 
 def build_model(preset, vocab_size: int):
     """The model pretrained by notebook 05: ``BertForPreTraining`` sized by the preset, with the tokenizer's
-    vocabulary size. Without a sentence objective the pooler and sentence head get no gradient, so they are
+    vocabulary size (and no dropout when ``pretrain.dropout`` is off). Without a sentence objective the pooler and sentence head get no gradient, so they are
     frozen (and left out of the optimizer)."""
     from .masking import num_sentence_labels
     from .model import BertForPreTraining
 
     objective = preset.pretrain.sentence_objective
-    model = BertForPreTraining(dataclasses.replace(preset.model, vocab_size=vocab_size),
+    config = dataclasses.replace(preset.model, vocab_size=vocab_size)
+    if not preset.pretrain.dropout:  # short budgets: every step must count, nothing to regularise yet
+        config = dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertForPreTraining(config,
                                num_sentence_labels=max(2, num_sentence_labels(objective)))
     if objective == "none":
         for p in itertools.chain(model.bert.pooler.parameters(), model.sentence_classifier.parameters()):
@@ -423,48 +445,98 @@ def _rank0_first(world: int, rank: int, fn: Callable):
     return result
 
 
-def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool = False,
-             time_budget_s: float | None = None, callback: Callable[[dict], None] | None = None, *,
-             stop_after: int | None = None, progress: bool = True, tensorboard: bool = False,
-             device: str | None = None, verbose: bool = True) -> History:
-    """Pretrain BERT on the preset's corpus; return the :class:`History` (notebook 05).
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for plain fp32 (dtype None)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
-    ``out_dir`` (default ``artifacts/<preset>/pretrain``) receives ``checkpoint/`` (weights, config,
-    tokenizer, optimizer, scheduler and random state, replaced atomically every
-    ``pretrain.checkpoint_every`` steps and at the end). An existing checkpoint is never overwritten unless
-    ``resume=True``, which continues it exactly where it stopped (a finished run is returned as it is).
-    ``time_budget_s`` (or ``pretrain.time_budget_s``) bounds the run by training time instead of steps; the
-    learning-rate schedule then follows the clock. ``stop_after`` ends the run after that many steps
-    without changing its schedule (resume it later). ``callback(record)`` receives every train and eval
-    record (``record["kind"]``). Under ``torchrun`` every process trains on its own micro-batches
-    (DistributedDataParallel); rank 0 evaluates, logs and writes checkpoints.
+
+def train_step(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
+               max_grad_norm: float = 0.0, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One optimizer step, the whole of training (notebook 05 writes it inline and checks it against this).
+
+    For each micro-batch: forward (MLM logits at the masked positions only), loss, backward, each loss
+    divided by the number of micro-batches so that the gradients add up to their mean. Then clip the global
+    gradient norm, refuse non-finite numbers (``TrainingDiverged``, the weights untouched), step, zero.
+    Under DistributedDataParallel the gradients are all-reduced once, with the last micro-batch.
+    Returns ``[loss, mlm_loss, sentence_loss, grad_norm]`` as one tensor on the device.
     """
-    from tqdm.auto import tqdm
+    A = len(micro_batches)
+    device = micro_batches[0]["input_ids"].device
+    losses = torch.zeros(3, device=device)  # loss, mlm_loss, sentence_loss: the mean over micro-batches
+    for i, batch in enumerate(micro_batches):
+        wait = A > 1 and i < A - 1 and hasattr(model, "no_sync")  # DDP: no all-reduce before the last one
+        with model.no_sync() if wait else nullcontext(), autocast(device, dtype):
+            out = compute_loss(model, batch)
+        (out.loss / A).backward()
+        sentence = out.sentence_loss if out.sentence_loss is not None else torch.zeros_like(out.loss)
+        losses += torch.stack([out.loss, out.mlm_loss, sentence]).detach().float() / A
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+    stats = torch.cat([losses, grad_norm.detach().float().view(1)])  # (4,)
+    if not bool(torch.isfinite(stats).all()):  # one device sync per step
+        optimizer.zero_grad(set_to_none=True)
+        what = "loss" if not math.isfinite(float(stats[0])) else "gradient norm"
+        value = float(stats[0] if what == "loss" else stats[3])
+        raise TrainingDiverged(f"The {what} became {value} (learning rate {optimizer.param_groups[0]['lr']:.3g})",
+                               what=what, value=value, lr=optimizer.param_groups[0]["lr"])
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stats
 
-    from .config import get_preset
-    from .corpus import PretrainData, _tokenizer_hash, corpus_cache, eval_batches, eval_text, example_seed
-    from .course import machine
-    from .masking import MaskVocab
-    from .paths import artifacts_dir
-    from .tokenizer import get_tokenizer
 
-    P = preset or get_preset()
-    budget = float(P.pretrain.time_budget_s if time_budget_s is None else time_budget_s)
-    P = P.override(**{"pretrain.time_budget_s": budget})
-    pc, A = P.pretrain, P.pretrain.grad_accum_steps
-    rank, world, local = _init_distributed()
-    main = rank == 0
-    say = print if (verbose and main) else (lambda *a, **k: None)
-    if device is None:
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain use TF32 tensor cores
-    run_dir = Path(out_dir) if out_dir is not None else artifacts_dir(P.name, "pretrain")
-    run_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Run:
+    """What a pretraining run holds between steps: made by :func:`start_run`, advanced by :func:`pretrain`."""
 
-    # --- the tokenizer, and the checkpoint to resume (if any) ---
-    tok = _rank0_first(world, rank, lambda: get_tokenizer(P))
+    P: Any  # the preset, with the run's time budget filled in
+    run_dir: Path
+    device: torch.device
+    rank: int  # this process's rank, and the number of processes (torchrun)
+    world: int
+    tokenizer: Any
+    tokenizer_hash: str
+    data: Any  # corpus.PretrainData: the masked micro-batches
+    eval_sets: dict  # name -> fixed held-out batches (rank 0 only)
+    model: nn.Module
+    train_model: nn.Module  # the model, or its DistributedDataParallel / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    clock: Clock
+    history: History
+    start: int  # the step it starts (or resumes) at
+    dtype: torch.dtype | None  # autocast dtype, None for fp32
+    say: Callable = print
+    progress: bool = True
+    callback: Callable[[dict], None] | None = None
+    writer: Any = None  # TensorBoard SummaryWriter, when asked for
+    init_from: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def tokens_per_step(self) -> int:
+        pc = self.P.pretrain
+        return self.world * pc.grad_accum_steps * pc.batch_size * pc.seq_len
+
+    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        """This process's micro-batches of optimizer step ``step``, on the device."""
+        A = self.P.pretrain.grad_accum_steps
+        return [{k: v.to(self.device, non_blocking=True) for k, v in
+                 self.data.batch(step, self.rank * A + micro, self.world * A).items()} for micro in range(A)]
+
+
+def _open_run(P, run_dir: Path, resume: bool, init_from: str | os.PathLike | None, world: int, rank: int):
+    """The tokenizer (the preset's, or that of the checkpoint the run starts from) and the run's saved
+    record when it resumes (None for a new run). Refuses to overwrite a checkpoint or to resume another
+    configuration."""
+    from .corpus import _tokenizer_hash
+    from .tokenizer import get_tokenizer, load_tokenizer
+
+    if init_from is not None:
+        tok = _rank0_first(world, rank, lambda: load_tokenizer(Path(init_from)))
+    else:
+        tok = _rank0_first(world, rank, lambda: get_tokenizer(P))
     tok_hash = _tokenizer_hash(tok)
     ckpt = _rank0_first(world, rank, lambda: find_checkpoint(run_dir))  # rank 0 repairs a half-done swap
     if ckpt is not None and not resume:
@@ -474,35 +546,61 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
     saved = read_run(ckpt) if ckpt is not None else None
     if saved is not None:
         check_resumable(saved, P, tok_hash, ckpt)
-        if saved["finished"]:
-            say(f"The run in {run_dir} is already finished (step {saved['step']}); loaded its history.")
-            return dataclasses.replace(History.from_dict(saved["history"]), checkpoint=str(ckpt), finished=True)
+    return tok, tok_hash, ckpt, saved
 
-    # --- data: token cache (built once), masked micro-batches, fixed evaluation batches ---
-    cache = _rank0_first(world, rank, lambda: corpus_cache(P, tok, "train", progress=progress and main))
-    vocab = MaskVocab.from_tokenizer(tok)
-    data = PretrainData(cache, vocab, pc.seq_len, pc.batch_size, pc.mask_prob, pc.whole_word_mask,
-                        pc.sentence_objective, pc.seed)
-    eval_sets = {}
-    if main:
-        for name in ("gutenberg", "wikitext-2"):
-            text = eval_text(name, P.data.eval_max_chars, P)
-            eval_sets[name] = eval_batches(text, tok, vocab, pc.seq_len, pc.batch_size, pc.eval_batches)
 
-    # --- model, optimizer, schedule ---
-    torch.manual_seed(pc.seed)  # the same initial weights in every process
-    model = build_model(P, len(tok)).to(dev)
+def _training_objects(P, vocab_size: int, dev: torch.device, clock: Clock, init_from=None):
+    """Model (with the same initial weights in every process, or those of ``init_from``), AdamW and the
+    learning-rate schedule (following the clock for a time budget)."""
+    pc = P.pretrain
+    torch.manual_seed(pc.seed)
+    model = build_model(P, vocab_size).to(dev)
+    if init_from is not None:  # continued pretraining (e.g. books, then reviews): weights only, fresh optimizer
+        from .model import read_weights_file
+
+        folder = Path(init_from)
+        model.load_state_dict(read_weights_file(folder / "model.safetensors", _restart_advice(folder), device=dev))
     optimizer = make_optimizer(model, pc.learning_rate, pc.weight_decay, pc.adam_betas)
-    clock = Clock(budget)
-    if budget:
+    if clock.budget_s:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda _: lr_factor(clock.progress(), pc.warmup_frac, pc.schedule))
     else:
         scheduler = make_scheduler(optimizer, round(pc.warmup_frac * pc.max_steps), pc.max_steps, pc.schedule)
+    return model, optimizer, scheduler
+
+
+def start_run(P, run_dir: Path, resume: bool = False, init_from: str | os.PathLike | None = None, *,
+              device: str | None = None, progress: bool = True, verbose: bool = True,
+              callback: Callable[[dict], None] | None = None, tensorboard: bool = False) -> Run | History:
+    """Everything :func:`pretrain` needs: tokenizer, data, held-out batches, model, optimizer, schedule,
+    restored from the checkpoint when resuming. Returns the finished run's History if there is nothing to do."""
+    from .corpus import EVAL_SETS, PretrainData, corpus_cache, eval_batches, eval_text, example_seed
+    from .masking import MaskVocab
+    from .model import read_weights_file
+
+    pc = P.pretrain
+    rank, world, local = _init_distributed()
+    main = rank == 0
+    say = print if (verbose and main) else (lambda *a, **k: None)
+    dev = torch.device(device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain use TF32 tensor cores
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok, tok_hash, ckpt, saved = _open_run(P, run_dir, resume, init_from, world, rank)
+    if saved is not None and saved["finished"]:
+        say(f"The run in {run_dir} is already finished (step {saved['step']}); loaded its history.")
+        return dataclasses.replace(History.from_dict(saved["history"]), checkpoint=str(ckpt), finished=True)
+
+    cache = _rank0_first(world, rank, lambda: corpus_cache(P, tok, "train", progress=progress and main))
+    vocab = MaskVocab.from_tokenizer(tok)
+    data = PretrainData(cache, vocab, pc.seq_len, pc.batch_size, pc.mask_prob, pc.whole_word_mask,
+                        pc.sentence_objective, pc.seed)
+    eval_sets = {name: eval_batches(eval_text(name, P.data.eval_max_chars, P), tok, vocab, pc.seq_len,
+                                    pc.batch_size, pc.eval_batches) for name in EVAL_SETS} if main else {}
+    clock = Clock(pc.time_budget_s)
+    model, optimizer, scheduler = _training_objects(P, len(tok), dev, clock, init_from if saved is None else None)
     history, start = History(), 0
     if saved is not None:
-        from .model import read_weights_file
-
         model.load_state_dict(read_weights_file(ckpt / "model.safetensors", _restart_advice(ckpt), device=dev))
         state = load_training_state(ckpt)
         optimizer.load_state_dict(state["optimizer"])
@@ -522,132 +620,179 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
         train_model = DistributedDataParallel(model, device_ids=[local] if dev.type == "cuda" else None)
     if pc.compile:
         train_model = torch.compile(train_model)
-    dtype = autocast_dtype(pc.precision, dev)
     writer = None
     if tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
-    tokens_per_step = world * A * pc.batch_size * pc.seq_len
-    n_params = sum(p.numel() for p in model.parameters())
-    say(f"Pretraining {n_params / 1e6:.1f} M parameters on {cache.n_tokens:,} tokens of {P.data.corpus} "
-        f"({tokens_per_step:,} tokens per step, {world} process(es), {dev.type}"
-        f"{', bf16' if dtype else ''}) for " + (f"{budget:g} s" if budget else f"{pc.max_steps} steps"))
+    return Run(P=P, run_dir=run_dir, device=dev, rank=rank, world=world, tokenizer=tok, tokenizer_hash=tok_hash,
+               data=data, eval_sets=eval_sets, model=model, train_model=train_model, optimizer=optimizer,
+               scheduler=scheduler, clock=clock, history=history, start=start, dtype=autocast_dtype(pc.precision, dev),
+               say=say, progress=progress, callback=callback, writer=writer,
+               init_from=str(init_from) if init_from is not None else None)
 
-    def run_record(finished: bool, step: int) -> dict:
-        return {"preset": P.to_dict(), "step": step, "finished": finished, "total_steps": None if budget
-                else pc.max_steps, "time_budget_s": budget, "train_seconds": clock.elapsed,
-                "tokens": step * tokens_per_step, "tokenizer": tok_hash, "world_size": world,
-                "machine": machine(), "history": history.to_dict()}
 
-    def checkpoint(step: int, finished: bool) -> None:
-        states = [_rng_state()]
-        if world > 1:
-            import torch.distributed as dist
+def report(run: Run, record: dict) -> None:
+    """Hand a train or eval record to TensorBoard and to the caller's ``callback``."""
+    if run.writer is not None:
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "step":
+                run.writer.add_scalar(f"{record.get('name', 'train')}/{k}", v, record["step"])
+    if run.callback is not None:
+        run.callback(record)
 
-            states = [None] * world
-            dist.all_gather_object(states, _rng_state())
-        if main:
-            history.checkpoint, history.finished = str(run_dir / CHECKPOINT), finished
-            save_checkpoint(run_dir, model, tok, optimizer, scheduler, run_record(finished, step), states)
-        _barrier(world)
 
-    def report(record: dict) -> None:
-        if writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    writer.add_scalar(f"{record.get('name', 'train')}/{k}", v, record["step"])
-        if callback is not None:
-            callback(record)
+def evaluate_run(run: Run, step: int) -> None:
+    """Score the model on every held-out set (rank 0), record and report it; without a progress bar, one line."""
+    if not run.main:
+        return
+    for name, batches in run.eval_sets.items():
+        record = {"kind": "eval", "step": step, "name": name, **evaluate(run.model, batches, run.device, run.dtype)}
+        run.history.eval.append(record)
+        report(run, record)
+    if not run.progress:
+        last = run.history.train[-1] if run.history.train else {}
+        run.say(f"step {step}: train loss {last.get('loss', float('nan')):.3f}, held-out " + ", ".join(
+            f"{r['name']} MLM accuracy {r['accuracy']:.1%}" for r in run.history.eval[-len(run.eval_sets):])
+            + f" [{run.clock.elapsed:.0f} s]", flush=True)
 
-    def run_eval(step: int) -> None:
-        if main:
-            for name, batches in eval_sets.items():
-                metrics = evaluate(model, batches, dev, dtype)
-                record = {"kind": "eval", "step": step, "name": name, **metrics}
-                history.eval.append(record)
-                report(record)
-            if not progress:  # no bar to show the run's progress: a line per evaluation instead
-                last = history.train[-1] if history.train else {}
-                say(f"step {step}: train loss {last.get('loss', float('nan')):.3f}, held-out " + ", ".join(
-                    f"{r['name']} MLM accuracy {r['accuracy']:.1%}" for r in history.eval[-len(eval_sets):])
-                    + f" [{clock.elapsed:.0f} s]", flush=True)
 
-    # --- the loop: one optimizer step per iteration ---
+def run_record(run: Run, step: int, finished: bool) -> dict:
+    """The checkpoint's ``pretrain.json``: preset, progress, tokens, machine and history."""
+    from .course import machine
+
+    budget = run.P.pretrain.time_budget_s
+    return {"preset": run.P.to_dict(), "step": step, "finished": finished,
+            "total_steps": None if budget else run.P.pretrain.max_steps, "time_budget_s": budget,
+            "train_seconds": run.clock.elapsed, "tokens": step * run.tokens_per_step,
+            "tokenizer": run.tokenizer_hash, "world_size": run.world, "init_from": run.init_from,
+            "machine": machine(), "history": run.history.to_dict()}
+
+
+def checkpoint_run(run: Run, step: int, finished: bool) -> None:
+    """Write the run's checkpoint (rank 0), with every process's random state."""
+    states = [_rng_state()]
+    if run.world > 1:
+        import torch.distributed as dist
+
+        states = [None] * run.world
+        dist.all_gather_object(states, _rng_state())
+    if run.main:
+        run.history.checkpoint, run.history.finished = str(run.run_dir / CHECKPOINT), finished
+        save_checkpoint(run.run_dir, run.model, run.tokenizer, run.optimizer, run.scheduler,
+                        run_record(run, step, finished), states)
+    _barrier(run.world)
+
+
+def _diverged(run: Run, step: int, err: TrainingDiverged) -> TrainingDiverged:
+    last = find_checkpoint(run.run_dir)
+    where = (f"The last good checkpoint is {last} (step {read_run(last)['step']})" if last
+             else "No checkpoint was written yet")
+    return TrainingDiverged(f"The {err.what} became {err.value} at step {step + 1} (learning rate {err.lr:.3g}); "
+                            f"the run stopped without saving. {where}. Lower "
+                            f"pretrain.learning_rate, lengthen pretrain.warmup_frac or keep gradient clipping on "
+                            f"(pretrain.max_grad_norm), then resume or start again.")
+
+
+def _sync_clock(run: Run) -> None:
+    """Under torchrun every process follows rank 0's clock, so that all stop at the same step."""
+    if run.P.pretrain.time_budget_s and run.world > 1:
+        import torch.distributed as dist
+
+        t = torch.tensor([run.clock.elapsed], dtype=torch.float64, device=run.device)
+        dist.broadcast(t, 0)
+        run.clock.elapsed = float(t)
+
+
+def _mean_over_processes(run: Run, stats: torch.Tensor) -> list[float]:
+    if run.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(stats[:3])  # the losses; the gradient norm is already the same everywhere
+        stats[:3] /= run.world
+    return stats.tolist()
+
+
+def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool = False,
+             time_budget_s: float | None = None, callback: Callable[[dict], None] | None = None, *,
+             stop_after: int | None = None, progress: bool = True, tensorboard: bool = False,
+             device: str | None = None, verbose: bool = True,
+             init_from: str | os.PathLike | None = None) -> History:
+    """Pretrain BERT on the preset's corpus; return the :class:`History` (notebook 05).
+
+    ``out_dir`` (default ``artifacts/<preset>/pretrain``) receives ``checkpoint/`` (weights, config,
+    tokenizer, optimizer, scheduler and random state, replaced atomically every
+    ``pretrain.checkpoint_every`` steps and at the end). An existing checkpoint is never overwritten unless
+    ``resume=True``, which continues it exactly where it stopped (a finished run is returned as it is).
+    ``time_budget_s`` (or ``pretrain.time_budget_s``) bounds the run by training time instead of steps; the
+    learning-rate schedule then follows the clock. ``stop_after`` ends the run after that many steps
+    without changing its schedule (resume it later). ``init_from`` (a checkpoint folder) starts from its
+    weights and tokenizer with a fresh optimizer and schedule: continued, domain-adaptive pretraining.
+    ``callback(record)`` receives every train and eval record (``record["kind"]``). Under ``torchrun``
+    every process trains on its own micro-batches (DistributedDataParallel); rank 0 evaluates, logs and
+    writes checkpoints.
+    """
+    from tqdm.auto import tqdm
+
+    from .config import get_preset
+    from .paths import artifacts_dir
+
+    P = preset or get_preset()
+    P = P.override(**{"pretrain.time_budget_s": float(P.pretrain.time_budget_s if time_budget_s is None
+                                                       else time_budget_s)})
+    run_dir = Path(out_dir) if out_dir is not None else artifacts_dir(P.name, "pretrain")
+    run = start_run(P, run_dir, resume, init_from, device=device, progress=progress, verbose=verbose,
+                    callback=callback, tensorboard=tensorboard)
+    if isinstance(run, History):
+        return run
+    pc, budget, clock, history = P.pretrain, P.pretrain.time_budget_s, run.clock, run.history
+    n_params = sum(p.numel() for p in run.model.parameters())
+    run.say(f"Pretraining {n_params / 1e6:.1f} M parameters on {run.data.cache.n_tokens:,} tokens of "
+            f"{P.data.corpus} ({run.tokens_per_step:,} tokens per step, {run.world} process(es), "
+            f"{run.device.type}{', bf16' if run.dtype else ''}) for "
+            + (f"{budget:g} s" if budget else f"{pc.max_steps} steps"))
     # tqdm drops a total that n overshoots (and the format below then fails): keep n within the budget
-    bar = tqdm(total=budget if budget else pc.max_steps, initial=min(clock.elapsed, budget) if budget else start,
-               unit="s" if budget else "step", disable=not (progress and main), desc="pretraining",
+    bar = tqdm(total=budget or pc.max_steps, initial=min(clock.elapsed, budget) if budget else run.start,
+               unit="s" if budget else "step", disable=not (progress and run.main), desc="pretraining",
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}{postfix}]")
-    model.train()
-    step = start
-    steps = itertools.count(start) if budget else range(start, pc.max_steps)
-    for step in steps:
+    run.model.train()
+    for step in itertools.count(run.start) if budget else range(run.start, pc.max_steps):
         clock.start()
-        losses = torch.zeros(3, device=dev)  # loss, mlm_loss, sentence_loss summed over micro-batches
-        for micro in range(A):
-            batch = data.batch(step, rank * A + micro, world * A)
-            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            sync = world == 1 or micro == A - 1  # DDP: all-reduce the gradients only once per step
-            with nullcontext() if sync else train_model.no_sync():
-                with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    out = compute_loss(train_model, batch)
-                (out.loss / A).backward()
-            parts = [out.loss, out.mlm_loss, out.sentence_loss if out.sentence_loss is not None else out.loss * 0]
-            losses += torch.stack([p.detach().float() for p in parts]) / A
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), pc.max_grad_norm or float("inf"))
-        stats = torch.cat([losses, grad_norm.detach().float().view(1)])
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(stats[:3])
-            stats[:3] /= world
-        loss, mlm, sent, gnorm = stats.tolist()  # one device sync per step
-        if not all(math.isfinite(x) for x in (loss, gnorm)):
+        lr = run.optimizer.param_groups[0]["lr"]
+        try:
+            stats = train_step(run.train_model, run.micro_batches(step), run.optimizer, pc.max_grad_norm, run.dtype)
+        except TrainingDiverged as err:
             bar.close()
-            last = find_checkpoint(run_dir)
-            where = (f"The last good checkpoint is {last} (step {read_run(last)['step']})" if last
-                     else "No checkpoint was written yet")
-            raise TrainingDiverged(
-                f"The {'loss' if not math.isfinite(loss) else 'gradient norm'} became {loss if not math.isfinite(loss) else gnorm} "
-                f"at step {step + 1} (learning rate {optimizer.param_groups[0]['lr']:.3g}); the run stopped "
-                f"without saving. {where}. Lower pretrain.learning_rate, lengthen pretrain.warmup_frac or keep "
-                f"gradient clipping on (pretrain.max_grad_norm), then resume or start again.")
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        clock.stop(count=step > start or not budget)  # a process's first step (compilation) is not counted
-        if budget and world > 1:  # every process follows rank 0's clock
-            import torch.distributed as dist
-
-            t = torch.tensor([clock.elapsed], dtype=torch.float64, device=dev)
-            dist.broadcast(t, 0)
-            clock.elapsed = float(t)
-        scheduler.step()
+            raise _diverged(run, step, err) from None
+        loss, mlm, sent, gnorm = _mean_over_processes(run, stats)
+        clock.stop(count=step > run.start or not budget)  # a process's first step (compilation) is not counted
+        _sync_clock(run)
+        run.scheduler.step()
         done = step + 1
         finished = clock.done() if budget else done == pc.max_steps
         record = {"kind": "train", "step": done, "loss": loss, "mlm_loss": mlm, "lr": lr, "grad_norm": gnorm,
-                  "tokens": done * tokens_per_step, "seconds": clock.elapsed}
+                  "tokens": done * run.tokens_per_step, "seconds": clock.elapsed}
         if pc.sentence_objective != "none":
             record["sentence_loss"] = sent
         history.train.append(record)
-        if main:
-            report(record)
+        if run.main:
+            report(run, record)
             bar.update((min(clock.elapsed, budget) - bar.n) if budget else 1)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
         if done % pc.eval_every == 0 or finished:
-            run_eval(done)
+            evaluate_run(run, done)
         if done % pc.checkpoint_every == 0 or finished or done == stop_after:
-            checkpoint(done, finished)
+            checkpoint_run(run, done, finished)
         if finished or done == stop_after:
             break
     bar.close()
-    if writer is not None:
-        writer.close()
+    if run.writer is not None:
+        run.writer.close()
     ev = history.last_eval("gutenberg")
     if ev is not None:
-        say(f"step {history.train[-1]['step'] if history.train else start}: held-out MLM loss {ev['loss']:.3f}, "
-            f"accuracy {ev['accuracy']:.1%}, perplexity {ev['perplexity']:.1f}; checkpoint in "
-            f"{run_dir / CHECKPOINT}")
+        run.say(f"step {history.train[-1]['step'] if history.train else run.start}: held-out MLM loss "
+                f"{ev['loss']:.3f}, accuracy {ev['accuracy']:.1%}, perplexity {ev['perplexity']:.1f}; "
+                f"checkpoint in {run_dir / CHECKPOINT}")
     return history
 
 
@@ -1043,6 +1188,11 @@ def check_no_decay(fn: Callable[[nn.Module], set], raise_on_error: bool = True) 
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _last_evals(history: History) -> list[dict]:
+    """The latest evaluation on each held-out set."""
+    return list({e["name"]: e for e in history.eval}.values())
+
+
 def cli_pretrain(argv: list[str]) -> int:
     """``python -m bertbook pretrain``: the same :func:`pretrain` as notebook 05; under ``torchrun`` on
     several GPUs or nodes. The last line printed is a JSON summary."""
@@ -1061,6 +1211,9 @@ def cli_pretrain(argv: list[str]) -> int:
                         help="stop (with a checkpoint) after this many steps; --resume continues")
     parser.add_argument("--set", action="append", default=[], metavar="GROUP.FIELD=VALUE",
                         help="override a preset field, e.g. --set pretrain.max_steps=200 (repeatable)")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="start from this checkpoint's weights and tokenizer (continued pretraining, e.g. "
+                             "on reviews after books), with a fresh optimizer and schedule")
     parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUT/tensorboard")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -1076,7 +1229,7 @@ def cli_pretrain(argv: list[str]) -> int:
         t0 = time.time()
         history = pretrain(P, args.out, resume=args.resume, time_budget_s=args.time_budget,
                            stop_after=args.stop_after, progress=not args.no_progress,
-                           tensorboard=args.tensorboard, device=args.device)
+                           tensorboard=args.tensorboard, device=args.device, init_from=args.init_from)
     except (ConfigError, FileExistsError, TrainingDiverged, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -1090,7 +1243,7 @@ def cli_pretrain(argv: list[str]) -> int:
         summary = {"preset": P.name, "step": last.get("step"), "finished": history.finished,
                    "train_seconds": last.get("seconds"), "wall_seconds": time.time() - t0,
                    "tokens": last.get("tokens"), "checkpoint": history.checkpoint,
-                   **{f"{e['name']}_{k}": e[k] for e in history.eval[-2:] for k in ("loss", "accuracy",
-                                                                                      "perplexity")}}
+                   **{f"{e['name']}_{k}": e[k] for e in _last_evals(history) for k in ("loss", "accuracy",
+                                                                                         "perplexity")}}
         print(json.dumps(summary))
     return 0

@@ -319,3 +319,59 @@ def test_predict_names_each_damaged_or_missing_file(tmp_path, minilm_tokenizer, 
     monkeypatch.setattr(F, "cli_results", lambda argv: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["results"])
+
+
+# --- pooling, learning rate per starting point, seeds ----------------------------------------------------
+
+def test_mean_pooling_averages_real_tokens_only():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(P.model, vocab_size=300)
+    model = BertForSequenceClassification(cfg, num_labels=2, classifier_dropout=0.0, pooling="mean").eval()
+    ids = torch.randint(5, 300, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    out = model.bert(ids, mask)
+    vec = model.text_vector(out, mask)
+    torch.testing.assert_close(vec[0], out.last_hidden_state[0].mean(0))
+    torch.testing.assert_close(vec[1], out.last_hidden_state[1, :6].mean(0))
+    # the padded positions do not change the logits of the padded text
+    short = model(ids[1:, :6], mask[1:, :6]).logits
+    torch.testing.assert_close(model(ids, mask).logits[1:], short, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        BertForSequenceClassification(cfg, pooling="max")
+
+
+def test_mean_pooled_classifier_saves_and_loads_its_pooling(tmp_path):
+    cfg = dataclasses.replace(P.model, vocab_size=300)
+    model = BertForSequenceClassification(cfg, num_labels=2, pooling="mean")
+    model.save_pretrained(tmp_path / "m")
+    assert BertForSequenceClassification.from_pretrained(tmp_path / "m").pooling == "mean"
+    from bertbook import hf
+
+    with pytest.raises(TypeError, match="pooled"):
+        hf.to_hf(model)
+
+
+def test_each_starting_point_has_its_own_learning_rate():
+    cfg = dataclasses.replace(P.finetune, learning_rate=1e-3, pretrained_learning_rate=3e-4, minilm_learning_rate=5e-5)
+    assert F.learning_rate_for(cfg, {"kind": "bertbook"}) == 1e-3
+    assert F.learning_rate_for(cfg, {"kind": "bertbook", "checkpoint": "x"}) == 3e-4
+    assert F.learning_rate_for(cfg, {"kind": "transformers"}) == 5e-5
+
+
+def test_seeded_row_chooses_pooling_on_validation_and_reports_spread(ci_tokenizer, monkeypatch, tmp_path):
+    items = word_sentiment(96, seed=5)
+    split = lambda xs: ([x["text"] for x in xs], [x["label"] for x in xs])  # noqa: E731
+    splits = {"train": split(items[:48]), "validation": split(items[48:72]), "test": split(items[72:])}
+    monkeypatch.setattr("bertbook.tokenizer.get_tokenizer", lambda preset: ci_tokenizer)
+    rec = F.seeded_row(P, "sst2", "random", splits, seeds=3, poolings=("cls", "mean"), out=tmp_path / "m",
+                       verbose=False)
+    assert rec["seeds"] == [0, 1, 2] and len(rec["runs"]) == 3
+    assert set(rec["pooling_choice"]) == {"cls", "mean"}
+    chosen = max(rec["pooling_choice"], key=lambda k: (rec["pooling_choice"][k], k == "cls"))
+    assert all(r["pooling"] == chosen for r in rec["runs"])
+    accs = [r["accuracy"] for r in rec["runs"]]
+    assert rec["accuracy"] == pytest.approx(np.mean(accs))
+    assert rec["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert (tmp_path / "m" / F.INFO_NAME).is_file()
+    assert "± " in F.render_markdown([rec]) and "(n=3)" in F.render_markdown([rec])

@@ -296,3 +296,50 @@ def test_unigram_baseline_is_a_context_free_model_scored_like_evaluate():
 
     ev = train.evaluate(ContextFree(), batches)
     assert ev["loss"] == pytest.approx(got["loss"], rel=1e-6) and ev["accuracy"] == got["accuracy"]
+
+
+def test_train_step_equals_the_loop_written_out():
+    """train_step is forward, loss / A, backward over micro-batches, clip, step: the same numbers by hand."""
+    P = get_preset("ci")
+    torch.manual_seed(0)
+    a = train.build_model(P, P.model.vocab_size)
+    b = train.build_model(P, P.model.vocab_size)
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()  # no dropout: the two must see the same function
+    g = torch.Generator().manual_seed(1)
+    micro = []
+    for _ in range(2):
+        ids = torch.randint(5, P.model.vocab_size, (3, 16), generator=g)
+        labels = torch.full_like(ids, -100)
+        labels[:, ::4] = ids[:, ::4]
+        micro.append({"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "labels": labels})
+    opt_a = train.make_optimizer(a, 1e-3, 0.01)
+    opt_b = train.make_optimizer(b, 1e-3, 0.01)
+    stats = train.train_step(a, micro, opt_a, max_grad_norm=0.5)
+    losses = []
+    for batch in micro:
+        out = b(**batch, masked_only=True)
+        (out.loss / len(micro)).backward()
+        losses.append(out.loss.detach())
+    norm = torch.nn.utils.clip_grad_norm_(b.parameters(), 0.5)
+    opt_b.step()
+    torch.testing.assert_close(stats[0], torch.stack(losses).mean())
+    torch.testing.assert_close(stats[3], norm)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, msg=name)
+    assert all(p.grad is None for p in a.parameters())  # zeroed for the next step
+
+
+def test_init_from_continues_from_a_checkpoint_with_a_fresh_schedule(P, tmp_path):
+    first = train.pretrain(P, tmp_path / "books", progress=False, verbose=False)
+    ckpt = tmp_path / "books" / "checkpoint"
+    then = train.pretrain(P, tmp_path / "then", progress=False, verbose=False, init_from=ckpt)
+    assert then.finished and train.read_run(tmp_path / "then" / "checkpoint")["init_from"] == str(ckpt)
+    assert then.train[0]["lr"] == first.train[0]["lr"]  # a fresh schedule
+    # it starts from the checkpoint's weights, not from a fresh initialisation
+    run = train.start_run(P, tmp_path / "fresh", init_from=ckpt, verbose=False, progress=False)
+    saved = load_file(str(ckpt / "model.safetensors"))
+    assert all(torch.equal(v, saved[k]) for k, v in run.model.state_dict().items())
+    assert run.tokenizer_hash == train.read_run(ckpt)["tokenizer"]
+    resumed = train.pretrain(P, tmp_path / "then", resume=True, progress=False, verbose=False, init_from=ckpt)
+    assert resumed.finished
