@@ -697,32 +697,43 @@ def bow_row(P: Preset, task: str, data: dict | None = None, train_examples: int 
             "C": bow.C, "seconds": round(time.perf_counter() - t0, 1), "machine": machine()}
 
 
-def seeded_row(P: Preset, task: str, init: str, splits: dict, seeds: int = 1,
-               poolings: Sequence[str] = (), out: str | os.PathLike | None = None, verbose: bool = True) -> dict:
+def seeded_row(P: Preset, task: str, init: str, splits: dict, seeds: int = 1, poolings: Sequence[str] = (),
+               learning_rates: Sequence[float] = (), out: str | os.PathLike | None = None,
+               verbose: bool = True) -> dict:
     """One bertbook row of the results table, fine-tuned ``seeds`` times (notebook 06).
 
     Every run sees the same examples; the seed changes the head's initialisation (and a random model's
-    weights), the batch order and the dropout masks. With ``poolings`` (e.g. ``("cls", "mean")``) the first
-    seed is run once per pooling and the one with the best *validation* accuracy is kept for the other seeds
-    (the test set never chooses). The record holds the mean of every metric, the sample standard deviation
-    of the test accuracy (``accuracy_std``) and each seed's numbers (``runs``); the first seed's chosen model
-    is saved to ``out``.
+    weights), the batch order and the dropout masks. With ``poolings`` (e.g. ``("cls", "mean")``) and/or
+    ``learning_rates``, the first seed is run once per combination and the one with the best *validation*
+    accuracy is kept for the other seeds (the test set never chooses). The record holds the mean of every
+    metric, the sample standard deviation of the test accuracy (``accuracy_std``), each seed's numbers
+    (``runs``) and the validation accuracy of every candidate (``choice``); the first seed's chosen model is
+    saved to ``out``.
     """
     first = P.finetune.seed
+    lr_field = "finetune.pretrained_learning_rate" if init != "random" else "finetune.learning_rate"
+    grid = [{"finetune.pooling": p, lr_field: lr} for p in poolings or (P.finetune.pooling,)
+            for lr in learning_rates or (_get(P, lr_field),)]
     candidates = []
-    for pooling in poolings or (P.finetune.pooling,):
-        Q = P.override(**{"finetune.pooling": pooling})
-        candidates.append(run_finetune(Q, task, init, data=splits, verbose=verbose))
-        if verbose and len(poolings) > 1:
-            print(f"    pooling {pooling}: validation accuracy {candidates[-1].record['val_accuracy']:.3f}", flush=True)
-    best = max(candidates, key=lambda r: r.record["val_accuracy"])  # first wins a tie
+    for settings in grid:
+        candidates.append(run_finetune(P.override(**settings), task, init, data=splits, verbose=verbose))
+        if verbose and len(grid) > 1:
+            print(f"    pooling {settings['finetune.pooling']}, learning rate {settings[lr_field]:g}: validation "
+                  f"accuracy {candidates[-1].record['val_accuracy']:.3f}", flush=True)
+    i = max(range(len(grid)), key=lambda j: (candidates[j].record["val_accuracy"], -j))  # first wins a tie
+    best = candidates[i]
     if out is not None:
         best.record["path"] = str(save_finetuned(Path(out), best.model, best.tokenizer, best.info))
     runs = [best.record]
     for k in range(1, seeds):
-        Q = P.override(**{"finetune.seed": first + k, "finetune.pooling": best.record["pooling"]})
+        Q = P.override(**grid[i], **{"finetune.seed": first + k})
         runs.append(run_finetune(Q, task, init, data=splits, verbose=verbose).record)
     return summarize_seeds(runs, [c.record for c in candidates])
+
+
+def _get(P: Preset, dotted: str) -> Any:
+    group, _, name = dotted.partition(".")
+    return getattr(getattr(P, group), name)
 
 
 def summarize_seeds(runs: Sequence[dict], candidates: Sequence[dict] = ()) -> dict:
@@ -738,20 +749,21 @@ def summarize_seeds(runs: Sequence[dict], candidates: Sequence[dict] = ()) -> di
                seconds=round(sum(r["seconds"] for r in runs) + sum(c["seconds"] for c in candidates[1:]), 1),
                runs=[{k: r.get(k) for k in ("seed", "pooling", "accuracy", "f1", "rt_accuracy", "val_accuracy",
                                               "best_epoch", "seconds")} for r in runs],
-               pooling_choice={c["pooling"]: c["val_accuracy"] for c in candidates} if len(candidates) > 1 else None)
+               choice=[{k: c[k] for k in ("pooling", "learning_rate", "val_accuracy")} for c in candidates]
+               if len(candidates) > 1 else None)
     return rec
 
 
 def results_table(P: Preset, tasks: Sequence[str] = TASKS, rows: Sequence[str] = ("bow", "random", "pretrained", "minilm"),
                   reuse: Sequence[dict] = (), verbose: bool = True, seeds: int = 1,
-                  poolings: Sequence[str] = ()) -> list[dict]:
+                  poolings: Sequence[str] = (), learning_rates: dict[str, Sequence[float]] | None = None) -> list[dict]:
     """The results table on the current preset: one row per (task, model). Taught in notebook 06.
 
     Rows: ``bow`` (a), ``random`` (b: bertbook from random initialisation), ``pretrained`` (c: bertbook
     pretrained in notebook 05), ``minilm`` (d). Every row states the preset, the training examples, the
     seconds it took and the machine. Fine-tuned models are saved in ``artifacts/<preset>/finetune-<task>-<row>``.
     The bertbook rows (b, c) run ``seeds`` times and report mean and spread, with the pooling chosen on
-    validation among ``poolings`` (see `seeded_row`).
+    validation among ``poolings`` and ``learning_rates[row]`` (see `seeded_row`).
     ``reuse``: records computed earlier in this session (same preset, default settings) that are taken as
     they are instead of being run again.
     """
@@ -769,7 +781,7 @@ def results_table(P: Preset, tasks: Sequence[str] = TASKS, rows: Sequence[str] =
             if row == "bow":
                 rec = bow_row(P, task, splits)
             elif row in ("random", "pretrained"):
-                rec = seeded_row(P, task, row, splits, seeds, poolings,
+                rec = seeded_row(P, task, row, splits, seeds, poolings, (learning_rates or {}).get(row, ()),
                                  out=artifacts_dir(P.name, f"finetune-{task}-{row}"), verbose=verbose)
             elif row == "minilm":
                 rec = run_finetune(P, task, row, out=artifacts_dir(P.name, f"finetune-{task}-{row}"),
@@ -786,9 +798,9 @@ def results_table(P: Preset, tasks: Sequence[str] = TASKS, rows: Sequence[str] =
 
 def render_markdown(rows: Sequence[dict]) -> str:
     """A markdown table of results rows (from `results_table` or `learning_curve`)."""
-    head = ("| task | model | preset | train examples | length | epochs | test accuracy | test F1 "
+    head = ("| task | model | preset | train examples | length | epochs | lr, pooling | test accuracy | test F1 "
             "| RT accuracy (out of domain) | seconds | machine |")
-    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
 
     def num(x: Any, fmt: str) -> str:
         return "-" if x is None else format(x, fmt)
@@ -800,6 +812,7 @@ def render_markdown(rows: Sequence[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['task']} | {MODEL_NAMES.get(r['model'], r['model'])} | {r['preset']} "
                      f"| {r['train_examples']:,} | {num(r.get('max_length'), 'd')} | {num(r.get('epochs'), 'd')} "
+                     f"| {num(r.get('learning_rate'), 'g')}{', ' + r['pooling'] if r.get('pooling') else ''} "
                      f"| {spread(r, 'accuracy')} | {num(r['f1'], '.3f')} | {spread(r, 'rt_accuracy')} "
                      f"| {r['seconds']:.0f} | {r['machine']} |")
     return "\n".join(lines) + "\n"
@@ -1098,6 +1111,10 @@ def cli_results(argv: list[str]) -> int:
                         help="fine-tune each bertbook row this many times (seeds seed, seed+1, ...): mean and spread")
     parser.add_argument("--poolings", nargs="+", choices=["cls", "mean"], default=["cls", "mean"],
                         help="text vectors tried on the first seed; the best on validation is kept")
+    parser.add_argument("--random-lrs", nargs="+", type=float, default=[], metavar="LR",
+                        help="learning rates tried for row (b) on the first seed (default: the preset's)")
+    parser.add_argument("--pretrained-lrs", nargs="+", type=float, default=[], metavar="LR",
+                        help="learning rates tried for row (c) on the first seed (default: the preset's)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -1119,7 +1136,8 @@ def cli_results(argv: list[str]) -> int:
     for task in args.tasks:
         for row in args.rows:
             rows += results_table(P, [task], [row], verbose=not args.quiet, seeds=args.seeds,
-                                  poolings=args.poolings)
+                                  poolings=args.poolings,
+                                  learning_rates={"random": args.random_lrs, "pretrained": args.pretrained_lrs})
             write()
     if args.curve:
         available = len(_load("imdb", P.finetune.seed)["train"])

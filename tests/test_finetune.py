@@ -364,12 +364,14 @@ def test_seeded_row_chooses_pooling_on_validation_and_reports_spread(ci_tokenize
     split = lambda xs: ([x["text"] for x in xs], [x["label"] for x in xs])  # noqa: E731
     splits = {"train": split(items[:48]), "validation": split(items[48:72]), "test": split(items[72:])}
     monkeypatch.setattr("bertbook.tokenizer.get_tokenizer", lambda preset: ci_tokenizer)
-    rec = F.seeded_row(P, "sst2", "random", splits, seeds=3, poolings=("cls", "mean"), out=tmp_path / "m",
-                       verbose=False)
+    rec = F.seeded_row(P, "sst2", "random", splits, seeds=3, poolings=("cls", "mean"),
+                       learning_rates=(1e-3, 3e-4), out=tmp_path / "m", verbose=False)
     assert rec["seeds"] == [0, 1, 2] and len(rec["runs"]) == 3
-    assert set(rec["pooling_choice"]) == {"cls", "mean"}
-    chosen = max(rec["pooling_choice"], key=lambda k: (rec["pooling_choice"][k], k == "cls"))
-    assert all(r["pooling"] == chosen for r in rec["runs"])
+    tried = [(c["pooling"], c["learning_rate"]) for c in rec["choice"]]
+    assert tried == [("cls", 1e-3), ("cls", 3e-4), ("mean", 1e-3), ("mean", 3e-4)]
+    best = max(rec["choice"], key=lambda c: c["val_accuracy"])  # max keeps the first of equals
+    assert all(r["pooling"] == best["pooling"] for r in rec["runs"])
+    assert rec["learning_rate"] == best["learning_rate"]
     accs = [r["accuracy"] for r in rec["runs"]]
     assert rec["accuracy"] == pytest.approx(np.mean(accs))
     assert rec["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
