@@ -214,7 +214,10 @@ def explore_attention(model: nn.Module, tokenizer, text: str, layer: int = 0, he
     model.eval()
     x = bert(ids, am, output_hidden_states=True).hidden_states[layer]  # (1, T, D): this layer's input
     model.train(was_training)
-    q, k, v = bert.layers[layer].attention.project_qkv(x)  # each (1, H, T, d_k)
+    block = bert.layers[layer]
+    if getattr(block, "pre_norm", False):  # pre-LayerNorm: the attention reads the normalised stream
+        x = block.attention_norm(x)
+    q, k, v = block.attention.project_qkv(x)  # each (1, H, T, d_k)
     mask = padding_mask(am) if use_padding_mask else None  # (1, 1, 1, T)
     _, weights = scaled_dot_product_attention(q, k, v, mask, scale=scale)  # (1, H, T, T)
     return tokenizer.convert_ids_to_tokens(ids[0].tolist()), weights[0, head].cpu()

@@ -107,6 +107,25 @@ def test_explore_attention_keeps_the_first_tokens(artifacts):
         explore_attention(model, tok, text, max_length=2)
 
 
+@pytest.mark.parametrize("position", ["post", "pre"])
+def test_explore_attention_is_the_models_attention(artifacts, position):
+    from bertbook.attention import explore_attention
+    from bertbook.model import BertForMaskedLM
+    from bertbook.tokenizer import get_tokenizer
+
+    P = get_preset("ci")
+    tok = get_tokenizer(P)
+    torch.manual_seed(0)
+    cfg = P.model.__class__(**{**P.model.to_dict(), "vocab_size": len(tok), "layer_norm_position": position})
+    model = BertForMaskedLM(cfg).eval()
+    text = "It is a truth universally acknowledged."
+    with torch.no_grad():
+        attentions = model(**tok(text, return_tensors="pt"), output_attentions=True).attentions
+    for layer in range(cfg.num_hidden_layers):
+        _, weights = explore_attention(model, tok, text, layer=layer, head=1)
+        torch.testing.assert_close(weights, attentions[layer][0, 1])
+
+
 # ---------------------------------------------------------------------------------- 04: the mask widget
 
 
