@@ -137,7 +137,9 @@ def _queries_keys_bertbook(model: Any, hidden_states: Sequence[torch.Tensor]) ->
     from .model import attention_modules
 
     queries, keys = [], []
-    for module, x in zip(attention_modules(model), hidden_states):  # x: (1, T, hidden)
+    for layer, module, x in zip(model.bert.layers, attention_modules(model), hidden_states):  # x: (1, T, hidden)
+        if getattr(layer, "pre_norm", False):  # pre-LayerNorm: the attention reads the normalised stream
+            x = layer.attention_norm(x)
         q, k, _ = module.project_qkv(x)  # each (1, H, T, d_k)
         queries.append(q[0])
         keys.append(k[0])

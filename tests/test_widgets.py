@@ -124,6 +124,9 @@ def test_explore_attention_is_the_models_attention(artifacts, position):
     for layer in range(cfg.num_hidden_layers):
         _, weights = explore_attention(model, tok, text, layer=layer, head=1)
         torch.testing.assert_close(weights, attentions[layer][0, 1])
+    data = viz.attention_data(model, tok, text, queries_and_keys=True)  # what the neuron view shows
+    scores = data.queries @ data.keys.transpose(-1, -2) / data.queries.shape[-1] ** 0.5  # (L, H, T, T)
+    torch.testing.assert_close(scores.softmax(-1), data.attentions)
 
 
 # ---------------------------------------------------------------------------------- 04: the mask widget
