@@ -289,11 +289,13 @@ class Preset:
         budget = f"{p.time_budget_s:g} s" if p.time_budget_s else f"{p.max_steps} steps"
         return (f"preset {self.name!r}: {self.description}\n"
                 f"  model    L={m.num_hidden_layers} H={m.hidden_size} A={m.num_attention_heads} "
-                f"FFN={m.intermediate_size} vocab={m.vocab_size}\n"
+                f"FFN={m.intermediate_size} vocab={m.vocab_size}, {m.layer_norm_position}-LayerNorm\n"
                 f"  pretrain {d.corpus}, seq {p.seq_len}, batch {p.batch_size}x{p.grad_accum_steps}, "
-                f"{budget}, lr {p.learning_rate:g}\n"
+                f"{budget}, lr {p.learning_rate:g} ({p.schedule}), mask {p.mask_prob:.0%}, "
+                f"dropout {'on' if p.dropout else 'off'}\n"
                 f"  finetune {f.train_examples or 'all'} examples, length {f.max_length}, "
-                f"{f.epochs} epochs, lr {f.learning_rate:g}")
+                f"{f.epochs} epochs, lr {f.learning_rate:g} (pretrained {f.pretrained_learning_rate:g}), "
+                f"{f.pooling} pooling")
 
 
 def _coerce(value: Any, current: Any, key: str) -> Any:
@@ -318,48 +320,55 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
     return value
 
 
+# The short-budget pretraining recipe every preset uses, chosen by the ablation sweep in
+# results/sweep_laptop.md (notebook 05 shows it): after Geiping & Goldstein 2023 (Cramming) and Izsak et al.
+# 2021, pre-LayerNorm (set in each ModelConfig), no dropout while pretraining, the triangle schedule peaking
+# at 75% of the run, clipping at 0.5 and 30% of the tokens masked in training (15% in evaluation).
+SHORT_BUDGET_RECIPE = {"learning_rate": 1e-3, "schedule": "triangle", "warmup_frac": 0.75, "dropout": False,
+                       "max_grad_norm": 0.5, "adam_betas": (0.9, 0.98), "mask_prob": 0.3}
+
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
         description="tiny, for tests: every notebook in a minute or two on 2 CPU cores",
         model=ModelConfig(vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=128, max_position_embeddings=128),
-        pretrain=PretrainConfig(seq_len=64, batch_size=8, max_steps=30, learning_rate=1e-3,
+                          intermediate_size=128, max_position_embeddings=128, layer_norm_position="pre"),
+        pretrain=PretrainConfig(seq_len=64, batch_size=8, max_steps=30, **SHORT_BUDGET_RECIPE,
                                 eval_every=15, eval_batches=2, checkpoint_every=15),
         finetune=FinetuneConfig(max_length=64, batch_size=16, epochs=1, learning_rate=1e-3,
                                 pretrained_learning_rate=1e-3,
                                 train_examples=160, val_examples=64, test_examples=128,
                                 minilm_max_length=32),
-        data=DataConfig(corpus="gutenberg-small", corpus_max_chars=300_000, tokenizer_train_chars=300_000,
-                        eval_max_chars=20_000),
+        data=DataConfig(corpus="gutenberg-small+imdb-reviews", corpus_max_chars=300_000,
+                        tokenizer_train_chars=300_000, eval_max_chars=20_000),
     ),
     "laptop": Preset(
         name="laptop",
         description="a real CPU course: the whole course in about an hour on 2 cores",
         model=ModelConfig(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                          intermediate_size=1024, max_position_embeddings=256),
-        # 10 minutes of pretraining (the schedule follows the clock) and fine-tuning on 2,000 reviews keep
-        # the whole course near an hour on 2 cores; raise them for better results on a faster machine.
-        pretrain=PretrainConfig(seq_len=128, batch_size=32, max_steps=3000, time_budget_s=600,
-                                learning_rate=1e-3, eval_every=100, eval_batches=10, checkpoint_every=200),
+                          intermediate_size=1024, max_position_embeddings=256, layer_norm_position="pre"),
+        # 1,200 steps (about 15 minutes on an idle 2-core CPU; a step budget, so that every machine trains
+        # the same model) and fine-tuning on 2,000 reviews keep the whole course near an hour on 2 cores.
+        pretrain=PretrainConfig(seq_len=128, batch_size=32, max_steps=1200, **SHORT_BUDGET_RECIPE,
+                                eval_every=200, eval_batches=10, checkpoint_every=200),
         finetune=FinetuneConfig(max_length=128, batch_size=16, epochs=2, learning_rate=1e-3,
                                 pretrained_learning_rate=1e-3,
                                 train_examples=2000, val_examples=500, test_examples=2000,
                                 minilm_max_length=128),
-        data=DataConfig(corpus="gutenberg-small"),
+        data=DataConfig(corpus="gutenberg-small+imdb-reviews"),
     ),
     "gpu": Preset(
         name="gpu",
         description="BERT-base on the 250 M-character corpus with bf16: about one GPU-hour",
         model=ModelConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                          intermediate_size=3072, max_position_embeddings=512),
-        pretrain=PretrainConfig(seq_len=128, batch_size=256, max_steps=20000, learning_rate=7e-4,
-                                warmup_frac=0.06, precision="auto", compile=True, eval_every=1000,
-                                eval_batches=20, checkpoint_every=2000),
+                          intermediate_size=3072, max_position_embeddings=512, layer_norm_position="pre"),
+        pretrain=PretrainConfig(seq_len=128, batch_size=256, max_steps=20000,
+                                **{**SHORT_BUDGET_RECIPE, "learning_rate": 7e-4}, precision="auto", compile=True,
+                                eval_every=1000, eval_batches=20, checkpoint_every=2000),
         finetune=FinetuneConfig(max_length=512, truncation="head+tail", batch_size=32, epochs=3,
                                 learning_rate=3e-5, pretrained_learning_rate=3e-5, train_examples=0, val_examples=2500, test_examples=0,
                                 minilm_max_length=256),
-        data=DataConfig(corpus="gutenberg-large", tokenizer_train_chars=50_000_000,
+        data=DataConfig(corpus="gutenberg-large+imdb-reviews", tokenizer_train_chars=50_000_000,
                         eval_max_chars=1_000_000),
     ),
 }

@@ -348,8 +348,8 @@ def iter_corpus_text(name: str, split: str = "train", shards: int | None = None,
     ``imdb-reviews`` yields the reviews (see :func:`review_texts`), a review per paragraph. A corpus ``a+b``
     interleaves the chunks of its parts (one of a, one of b, ...) so that any prefix holds both kinds of text.
     """
-    if "+" in name:
-        streams = [iter_corpus_text(part, split, shards, chunk_chars) for part in _corpus_parts(name)]
+    if "+" in name:  # small chunks, so that even a short prefix (a ci slice) holds every part
+        streams = [iter_corpus_text(part, split, shards, min(chunk_chars, 1 << 16)) for part in _corpus_parts(name)]
         while streams:
             for stream in list(streams):
                 chunk = next(stream, None)

@@ -93,7 +93,7 @@ def test_dropout_switch_turns_every_dropout_off_for_pretraining_only():
     rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     rates += [m.dropout_p for m in M.attention_modules(model) if hasattr(m, "dropout_p")]
     assert rates and all(r == 0.0 for r in rates)
-    on = train.build_model(get_preset("ci"), 2000)
+    on = train.build_model(get_preset("ci", **{"pretrain.dropout": True}), 2000)
     assert any(m.p > 0 for m in on.modules() if isinstance(m, torch.nn.Dropout))
     assert P.model.hidden_dropout_prob == 0.1  # fine-tuning keeps the model's dropout
 
@@ -141,7 +141,7 @@ def test_tokenizer_trained_on_other_settings_is_refused(tmp_path, monkeypatch):
     small = {"data.corpus_max_chars": 50_000, "data.tokenizer_train_chars": 50_000}
     tok = get_tokenizer(get_preset("ci", **small))
     assert len(get_tokenizer(get_preset("ci", **small))) == len(tok)  # same settings: loaded
-    with pytest.raises(ValueError, match="corpus 'gutenberg-small' there vs 'imdb-reviews' now"):
+    with pytest.raises(ValueError, match="corpus 'gutenberg-small\+imdb-reviews' there vs 'imdb-reviews' now"):
         get_tokenizer(get_preset("ci", **small, **{"data.corpus": "imdb-reviews"}))
     (tmp_path / "ci" / "tokenizer" / "training_settings.json").write_text("{not json")
     with pytest.raises(M.CheckpointError, match="training_settings.json"):
