@@ -347,7 +347,7 @@ PRESETS: dict[str, Preset] = {
         description="a real CPU course: the whole course in about an hour on 2 cores",
         model=ModelConfig(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                           intermediate_size=1024, max_position_embeddings=256, layer_norm_position="pre"),
-        # 1,200 steps (about 15 minutes on an idle 2-core CPU; a step budget, so that every machine trains
+        # 1,200 steps (about 13 minutes on an idle 2-core CPU; a step budget, so that every machine trains
         # the same model) and fine-tuning on 2,000 reviews keep the whole course near an hour on 2 cores.
         pretrain=PretrainConfig(seq_len=128, batch_size=32, max_steps=1200, **SHORT_BUDGET_RECIPE,
                                 eval_every=200, eval_batches=10, checkpoint_every=200),

@@ -55,6 +55,9 @@ ROWS: dict[str, tuple[str, dict]] = {
     "recipe-L2H128": ("the recipe, model L2/H128 (A2, FFN 512)",
                       {**RECIPE, "model.num_hidden_layers": 2, "model.hidden_size": 128,
                        "model.num_attention_heads": 2, "model.intermediate_size": 512}),
+    "recipe-L2H128-x3": ("the recipe, model L2/H128, three times the steps (about the same time)",
+                         {**RECIPE, "model.num_hidden_layers": 2, "model.hidden_size": 128,
+                          "model.num_attention_heads": 2, "model.intermediate_size": 512, "steps_factor": 3}),
     "recipe-L4H512": ("the recipe, model L4/H512 (A8, FFN 2048)",
                       {**RECIPE, "model.hidden_size": 512, "model.num_attention_heads": 8,
                        "model.intermediate_size": 2048}),
@@ -80,6 +83,8 @@ def run_one(name: str, steps: int, eval_every: int) -> dict:
     from bertbook.tokenizer import get_tokenizer
 
     what, settings = ROWS[name]
+    settings = dict(settings)
+    steps *= settings.pop("steps_factor", 1)
     P = get_preset("laptop", **settings, **{"pretrain.max_steps": steps, "pretrain.time_budget_s": 0.0,
                                              "pretrain.eval_every": eval_every,
                                              "pretrain.checkpoint_every": steps})
@@ -94,7 +99,7 @@ def run_one(name: str, steps: int, eval_every: int) -> dict:
     wall = time.perf_counter() - t0
     cache = corpus_cache(P, tok, "train", progress=False)
     vocab = MaskVocab.from_tokenizer(tok)
-    row = {"row": name, "what": what, "settings": {k: _env_value(v) for k, v in settings.items()},
+    row = {"row": name, "what": what, "settings": {k: _env_value(v) for k, v in ROWS[name][1].items()},
            "steps": steps, "tokens": history.train[-1]["tokens"], "train_seconds": history.train[-1]["seconds"],
            "wall_seconds": wall, "vocab": len(tok), "threads": torch.get_num_threads(), "machine": machine(),
            "params": sum(p.numel() for p in train.build_model(P, len(tok)).parameters()), "eval": {}}
