@@ -50,6 +50,7 @@ course: $(STAMP)
 	$(BIN)/python -m bertbook course --preset $(PRESET) --out $(OUT)
 
 notebooks: $(STAMP)
+	rm -rf build/notebook-artifacts  # fresh artifacts: outputs that depend on nothing left from older runs
 	BERTBOOK_ARTIFACTS=build/notebook-artifacts $(BIN)/python -m bertbook course --preset ci --in-place
 
 data: $(STAMP)
