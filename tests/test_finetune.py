@@ -342,7 +342,7 @@ def test_mean_pooling_averages_real_tokens_only():
 
 
 def test_mean_pooled_classifier_saves_and_loads_its_pooling(tmp_path):
-    cfg = dataclasses.replace(P.model, vocab_size=300)
+    cfg = dataclasses.replace(P.model, vocab_size=300, layer_norm_position="post")  # BERT: converts to transformers
     model = BertForSequenceClassification(cfg, num_labels=2, pooling="mean")
     model.save_pretrained(tmp_path / "m")
     assert BertForSequenceClassification.from_pretrained(tmp_path / "m").pooling == "mean"
