@@ -45,18 +45,16 @@ _HEAD_RULES = [
     (r"^mlm\.bias$", "cls.predictions.bias"),
     (r"^sentence_classifier\.", "cls.seq_relationship."),
 ]
-# pre-LayerNorm models (``layer_norm_position="pre"``) convert to transformers' RobertaPreLayerNorm, whose
-# LayerNorms sit where they are applied: before attention, before the feed-forward, and once at the end
-_PRE_LN_RULES = [
-    (r"^bert\.", "roberta_prelayernorm."),
-    (r"^(roberta_prelayernorm\.)?embeddings\.layer_norm\.", r"\1embeddings.LayerNorm."),
-    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.attention\.(query|key|value)\.", r"\1encoder.layer.\2.attention.self.\3."),
-    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.attention\.out\.", r"\1encoder.layer.\2.attention.output.dense."),
-    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.attention_norm\.", r"\1encoder.layer.\2.attention.LayerNorm."),
-    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.ffn_norm\.", r"\1encoder.layer.\2.intermediate.LayerNorm."),
-    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.ffn\.fc1\.", r"\1encoder.layer.\2.intermediate.dense."),
-    (r"^(roberta_prelayernorm\.)?layers\.(\d+)\.ffn\.fc2\.", r"\1encoder.layer.\2.output.dense."),
-    (r"^(roberta_prelayernorm\.)?final_norm\.", r"\1LayerNorm."),
+# pre-LayerNorm models (``layer_norm_position="pre"``) convert to transformers' RobertaPreLayerNorm: BERT's
+# names under RoBERTa's prefix and head, except the LayerNorms, named where they are applied (before attention,
+# before the feed-forward, and once after the last layer); the first matching rule wins
+_PRE_LN_ENCODER_RULES = [
+    (r"^layers\.(\d+)\.attention_norm\.", r"encoder.layer.\1.attention.LayerNorm."),
+    (r"^layers\.(\d+)\.ffn_norm\.", r"encoder.layer.\1.intermediate.LayerNorm."),
+    (r"^final_norm\.", "LayerNorm."),
+    *_ENCODER_RULES,
+]
+_PRE_LN_HEAD_RULES = [
     (r"^mlm\.transform\.", "lm_head.dense."),
     (r"^mlm\.layer_norm\.", "lm_head.layer_norm."),
     (r"^mlm\.bias$", "lm_head.bias"),
@@ -67,26 +65,31 @@ _PRE_LN_TYPES = {"BertModel": "RobertaPreLayerNormModel", "BertForMaskedLM": "Ro
 _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
-def hf_name(name: str) -> str:
-    """The `transformers` name of a bertbook parameter, e.g. 'bert.layers.0.ffn.fc1.weight' ->
-    'bert.encoder.layer.0.intermediate.dense.weight'."""
-    for pattern, repl in _HEAD_RULES:
+def _rename(name: str, head_rules: list, encoder_rules: list, prefix: str) -> str:
+    """Apply the first matching head rule, else the first matching encoder rule to the part after an
+    optional "bert." prefix (which becomes ``prefix``)."""
+    for pattern, repl in head_rules:
         if re.search(pattern, name):
             return re.sub(pattern, repl, name)
-    prefix = "bert." if name.startswith("bert.") else ""
-    rest = name[len(prefix):]
-    for pattern, repl in _ENCODER_RULES:
+    has_prefix = name.startswith("bert.")
+    rest = name[len("bert."):] if has_prefix else name
+    for pattern, repl in encoder_rules:
         if re.search(pattern, rest):
-            return prefix + re.sub(pattern, repl, rest)
-    return name  # embeddings.word_embeddings.weight, pooler.dense.*, classifier.* are spelled alike
+            rest = re.sub(pattern, repl, rest)
+            break
+    return prefix + rest if has_prefix else rest
+
+
+def hf_name(name: str) -> str:
+    """The `transformers` name of a bertbook parameter, e.g. 'bert.layers.0.ffn.fc1.weight' ->
+    'bert.encoder.layer.0.intermediate.dense.weight'. Embeddings, pooler and classifier are spelled alike."""
+    return _rename(name, _HEAD_RULES, _ENCODER_RULES, "bert.")
 
 
 def hf_prelayernorm_name(name: str) -> str:
     """The `transformers` RobertaPreLayerNorm name of a pre-LayerNorm bertbook parameter, e.g.
     'bert.layers.0.ffn_norm.weight' -> 'roberta_prelayernorm.encoder.layer.0.intermediate.LayerNorm.weight'."""
-    for pattern, repl in _PRE_LN_RULES:
-        name = re.sub(pattern, repl, name)
-    return name
+    return _rename(name, _PRE_LN_HEAD_RULES, _PRE_LN_ENCODER_RULES, "roberta_prelayernorm.")
 
 
 # ----------------------------------------------------------------------------------------------------------
