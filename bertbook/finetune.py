@@ -723,7 +723,8 @@ def seeded_row(P: Preset, task: str, init: str, splits: dict, seeds: int = 1, po
     i = max(range(len(grid)), key=lambda j: (candidates[j].record["val_accuracy"], -j))  # first wins a tie
     best = candidates[i]
     if out is not None:
-        best.record["path"] = str(save_finetuned(Path(out), best.model, best.tokenizer, best.info))
+        # the table's own folder for this row, replaced on every run as run_finetune(out=...) does
+        best.record["path"] = str(save_finetuned(Path(out), best.model, best.tokenizer, best.info, overwrite=True))
     runs = [best.record]
     for k in range(1, seeds):
         Q = P.override(**grid[i], **{"finetune.seed": first + k})

@@ -376,4 +376,6 @@ def test_seeded_row_chooses_pooling_on_validation_and_reports_spread(ci_tokenize
     assert rec["accuracy"] == pytest.approx(np.mean(accs))
     assert rec["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
     assert (tmp_path / "m" / F.INFO_NAME).is_file()
+    again = F.seeded_row(P, "sst2", "random", splits, seeds=1, out=tmp_path / "m", verbose=False)
+    assert again["path"] == str(tmp_path / "m")  # the row's folder is replaced by the next run of the table
     assert "± " in F.render_markdown([rec]) and "(n=3)" in F.render_markdown([rec])
