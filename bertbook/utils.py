@@ -1,0 +1,97 @@
+"""Small helpers that several concept modules share, written once.
+
+- ``atomic_write``: a file appears complete or not at all (write a temporary sibling, then rename);
+- ``replace_folder``: a finished temporary folder takes the place of an old one by renames;
+- ``autocast_dtype`` / ``autocast``: bf16 autocast where the hardware supports it, plain fp32 elsewhere;
+- ``eval_mode``: switch a model to eval mode for a block and restore its mode afterwards;
+- ``device_of``: the device a model's weights live on.
+
+Only the standard library and torch are imported, so every module can use these without cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+__all__ = ["atomic_write", "replace_folder", "autocast_dtype", "autocast", "eval_mode", "device_of"]
+
+
+def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[str], None]) -> Path:
+    """Write ``content`` to ``path`` through a temporary file in the same folder, then rename it into
+    place: a crash or a full disk never leaves half a file, and readers see the old file or the new one.
+
+    ``content`` is text (written as UTF-8), bytes, or a function that writes the file at the path it is
+    given (for libraries that write files themselves, such as ``safetensors.torch.save_file``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if callable(content):
+            os.close(fd)
+            content(tmp)
+        else:
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def replace_folder(tmp: str | os.PathLike, out: str | os.PathLike, keep_old: str | os.PathLike | None = None) -> Path:
+    """Move the finished folder ``tmp`` to ``out``. An old ``out`` is first renamed aside (to ``keep_old``
+    if given, else a hidden sibling) and removed only after the move, so a crash at any moment leaves one
+    complete folder: ``out``, or mid-swap the renamed old one (which ``keep_old`` lets a caller find)."""
+    tmp, out = Path(tmp), Path(out)
+    old = Path(keep_old) if keep_old is not None else out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    return out
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting: ``"bf16"``, ``"auto"`` (bf16 only on a GPU that
+    supports it) or ``"fp32"``. None means plain fp32."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for plain fp32 (dtype None)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode (no dropout) inside the block; the model's previous mode is restored afterwards, also
+    when the block raises. Gradients are not switched off: combine with ``torch.no_grad()`` for that."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (bertbook models keep all weights on one device)."""
+    return next(model.parameters()).device
