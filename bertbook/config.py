@@ -26,6 +26,7 @@ __all__ = [
     "PretrainConfig",
     "FinetuneConfig",
     "DataConfig",
+    "EfficientConfig",
     "Preset",
     "PRESETS",
     "get_preset",
@@ -245,6 +246,79 @@ class DataConfig:
                f"data.min_frequency must be >= 1, got {self.min_frequency!r}.")
 
 
+LORA_TARGETS = ("query", "key", "value", "out", "fc1", "fc2")  # bertbook Linear layers LoRA can adapt
+
+
+@dataclass(frozen=True)
+class EfficientConfig:
+    """Fine-tuning a fraction of the weights: LoRA, adapters, prefix tuning (notebook 09, `bertbook.efficient`)."""
+
+    lora_r: int = 8  # r: rank of LoRA's update B A (Hu et al. 2021)
+    lora_alpha: float = 16.0  # the update is scaled by alpha / r, so changing r keeps its size
+    lora_targets: tuple[str, ...] = ("query", "value")  # which Linear layers get an update (see LORA_TARGETS)
+    lora_dropout: float = 0.0  # dropout on the input of the low-rank branch
+    lora_ranks: tuple[int, ...] = (2, 8, 32)  # the ranks the comparison table tries
+    adapter_size: int = 32  # bottleneck width of each adapter (Houlsby et al. 2019)
+    prefix_length: int = 16  # trainable key/value vectors prepended in every layer (Li & Liang 2021)
+    head_learning_rate: float = 3e-3  # peak learning rate when only the classifier trains
+    lora_learning_rate: float = 1e-3  # ... for LoRA (a zero-started update needs a larger rate than full FT)
+    adapter_learning_rate: float = 1e-3  # ... for adapters
+    prefix_learning_rate: float = 1e-2  # ... for prefix tuning (Li & Liang: prefixes want large rates)
+    train_examples: int = 1000  # labelled training examples per comparison run
+    test_examples: int = 1000  # test examples per comparison run (0 = all)
+    seeds: int = 2  # seeds per row of the comparison (mean and spread)
+
+    def __post_init__(self) -> None:
+        for name in ("lora_r", "adapter_size", "prefix_length", "train_examples", "seeds"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0,
+                   f"efficient.{name} must be a positive integer, got {value!r}.")
+        _check(isinstance(self.test_examples, int) and self.test_examples >= 0,
+               f"efficient.test_examples must be a non-negative integer (0 = all), got {self.test_examples!r}.")
+        _check(all(isinstance(r, int) and r > 0 for r in self.lora_ranks),
+               f"efficient.lora_ranks must be positive integers, got {self.lora_ranks!r}.")
+        _check(self.lora_alpha > 0, f"efficient.lora_alpha must be > 0, got {self.lora_alpha}.")
+        _check(0.0 <= self.lora_dropout < 1.0, f"efficient.lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        unknown = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        _check(bool(self.lora_targets) and not unknown,
+               f"efficient.lora_targets {list(self.lora_targets)!r}: choose among {', '.join(LORA_TARGETS)}.")
+        for name in ("head_learning_rate", "lora_learning_rate", "adapter_learning_rate", "prefix_learning_rate"):
+            _check(getattr(self, name) > 0, f"efficient.{name} must be > 0, got {getattr(self, name)}.")
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    """Named entities, relations and answers (notebook 08: `bertbook.ner`, `relations`, `qa`)."""
+
+    ner_train_examples: int = 3000  # training sentences of WikiANN-en / WNUT-17 (0 = all)
+    relation_train_examples: int = 3000  # training sentences of SemEval-2010 Task 8 (0 = all)
+    qa_train_examples: int = 2000  # training questions of SQuAD (0 = all of the training articles)
+    eval_examples: int = 1000  # validation and test examples of each task, each (0 = all)
+    max_length: int = 128  # tokens per sentence for entities and relations, [CLS] and [SEP] included
+    qa_max_length: int = 256  # tokens per question + context window
+    qa_stride: int = 64  # tokens shared by consecutive windows of a long context
+    max_answer_tokens: int = 30  # the longest answer span considered, in tokens
+    batch_size: int = 16  # examples per optimizer step
+    epochs: int = 2  # passes over the training examples
+    learning_rate: float = 1e-3  # peak learning rate for bertbook's own encoder (random or pretrained)
+    minilm_learning_rate: float = 1e-4  # MiniLM's: a small rate keeps its pretrained weights
+    seed: int = 0  # the data slices and the training order
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "qa_max_length", "qa_stride", "max_answer_tokens", "batch_size", "epochs"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0, f"tasks.{name} must be a positive integer, got {value!r}.")
+        for name in ("ner_train_examples", "relation_train_examples", "qa_train_examples", "eval_examples"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 0,
+                   f"tasks.{name} must be a non-negative integer (0 = all), got {value!r}.")
+        _check(self.qa_stride < self.qa_max_length // 2,
+               f"tasks.qa_stride={self.qa_stride} must be under half of tasks.qa_max_length={self.qa_max_length}: "
+               f"each window has to move forward by more than it shares.")
+        for name in ("learning_rate", "minilm_learning_rate"):
+            _check(getattr(self, name) > 0, f"tasks.{name} must be > 0, got {getattr(self, name)}.")
+
+
 @dataclass(frozen=True)
 class Preset:
     """A complete course configuration: model, pretraining, fine-tuning and data slice."""
@@ -255,6 +329,8 @@ class Preset:
     pretrain: PretrainConfig
     finetune: FinetuneConfig
     data: DataConfig
+    tasks: TasksConfig = field(default_factory=TasksConfig)  # notebook 08
+    efficient: EfficientConfig = field(default_factory=EfficientConfig)  # notebook 09
 
     def __post_init__(self) -> None:
         _check(self.pretrain.seq_len <= self.model.max_position_embeddings,
@@ -273,7 +349,7 @@ class Preset:
             sub = getattr(self, group, None)
             if not name or not dataclasses.is_dataclass(sub):
                 raise ConfigError(f"Unknown setting {key!r}: use 'group.field' with group one of "
-                                  f"model, pretrain, finetune, data (e.g. 'model.hidden_size').")
+                                  f"model, pretrain, finetune, data, efficient, tasks (e.g. 'model.hidden_size').")
             known = {f.name: f for f in fields(sub)}
             if name not in known:
                 raise ConfigError(f"Unknown setting {key!r}. Fields of {group}: {', '.join(known)}.")
@@ -341,6 +417,10 @@ PRESETS: dict[str, Preset] = {
                                 minilm_max_length=32),
         data=DataConfig(corpus="gutenberg-small+imdb-reviews", corpus_max_chars=300_000,
                         tokenizer_train_chars=300_000, eval_max_chars=20_000),
+        efficient=EfficientConfig(lora_r=4, lora_ranks=(2, 8), adapter_size=8, prefix_length=4,
+                                  train_examples=160, test_examples=128, seeds=2),
+        tasks=TasksConfig(ner_train_examples=96, relation_train_examples=96, qa_train_examples=48,
+                          eval_examples=48, max_length=48, qa_max_length=96, qa_stride=32, epochs=1),
     ),
     "laptop": Preset(
         name="laptop",
@@ -356,6 +436,10 @@ PRESETS: dict[str, Preset] = {
                                 train_examples=2000, val_examples=500, test_examples=2000,
                                 minilm_max_length=128),
         data=DataConfig(corpus="gutenberg-small+imdb-reviews"),
+        efficient=EfficientConfig(),
+        # sized so that notebook 08 (two encoders on four tasks) runs in about 15 minutes on 2 cores
+        tasks=TasksConfig(ner_train_examples=2000, relation_train_examples=2000, qa_train_examples=1200,
+                          eval_examples=500, max_length=96, qa_max_length=192, qa_stride=64, epochs=2),
     ),
     "gpu": Preset(
         name="gpu",
@@ -370,6 +454,12 @@ PRESETS: dict[str, Preset] = {
                                 minilm_max_length=256),
         data=DataConfig(corpus="gutenberg-large+imdb-reviews", tokenizer_train_chars=50_000_000,
                         eval_max_chars=1_000_000),
+        efficient=EfficientConfig(lora_r=16, lora_ranks=(4, 16, 64), adapter_size=64, prefix_length=32,
+                                  lora_learning_rate=5e-4, adapter_learning_rate=5e-4, prefix_learning_rate=5e-3,
+                                  train_examples=10000, test_examples=0, seeds=3),
+        tasks=TasksConfig(ner_train_examples=0, relation_train_examples=0, qa_train_examples=0, eval_examples=0,
+                          max_length=128, qa_max_length=384, qa_stride=128, batch_size=32, epochs=3,
+                          learning_rate=1e-4, minilm_learning_rate=5e-5),
     ),
 }
 
