@@ -1,0 +1,370 @@
+"""One pretrained body, many heads: what named entities, relations and answers share (notebook 08).
+
+A task is the same encoder (MiniLM, or bertbook's own pretrained model) with a small head on top of the
+token vectors it returns:
+
+- named entities (`bertbook.ner`): a label for every token, read at the first piece of every word;
+- relations (`bertbook.relations`): one label per sentence, read from the vectors of entity markers;
+- answers (`bertbook.qa`): a start and an end score for every token of the context.
+
+This module holds what they have in common, read top to bottom: the task model (encoder + head), building
+the encoder, padding features into batches, the training loop (an explicit ``for`` loop, as in notebook
+06), saving and loading, and whole runs (``run_task``). Each task module provides the same few functions
+(``task_data``, ``prepare``, ``make_head``, ``featurize``, ``evaluate``, ``predict``), so one loop trains
+all four tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Preset
+from .model import IGNORE_INDEX, ModelOutput
+
+__all__ = ["TASKS", "task_module", "TaskModel", "build_encoder", "add_special_tokens", "pad_features",
+           "to_device", "TaskResult", "train_task", "save_task_model", "load_task_model", "TaskRun", "run_task",
+           "take"]
+
+# task name -> (module, dataset, what the head predicts)
+TASKS: dict[str, tuple[str, str, str]] = {
+    "wikiann": ("ner", "wikiann-en", "entities (WikiANN-en: PER, ORG, LOC)"),
+    "wnut17": ("ner", "wnut17", "emerging entities (WNUT-17: six types in social-media text)"),
+    "semeval": ("relations", "semeval2010-task8", "the relation between two marked nominals (SemEval-2010 Task 8)"),
+    "squad": ("qa", "squad-v1.1", "the answer span in a paragraph (SQuAD v1.1)"),
+}
+INFO_NAME = "task.json"  # what a task model folder holds besides weights and tokenizer
+
+
+def task_module(task: str) -> ModuleType:
+    """The module that implements ``task`` (``bertbook.ner``, ``bertbook.relations`` or ``bertbook.qa``)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}.")
+    return importlib.import_module(f"bertbook.{TASKS[task][0]}")
+
+
+def take(items: Sequence, n: int, seed: int) -> list:
+    """A seeded random sample of ``n`` items in their original order (0 = all)."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. The model: one encoder, one head
+# ---------------------------------------------------------------------------------------------------------
+
+class TaskModel(nn.Module):
+    """An encoder (bertbook's or transformers' ``BertModel``) and a task head on its token vectors.
+
+    ``forward(input_ids, attention_mask, token_type_ids, **targets)`` runs the encoder and hands the last
+    hidden states ``(B, T, D)`` and the targets to the head, which returns ``.logits`` and, given targets,
+    ``.loss``. Both encoders return ``last_hidden_state``, so every head works on both.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, **targets: torch.Tensor) -> ModelOutput:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state  # (B, T, D)
+        return self.head(hidden, attention_mask=attention_mask, **targets)
+
+
+def build_encoder(P: Preset, init: str | os.PathLike = "minilm") -> tuple[nn.Module, Any, dict]:
+    """The encoder a task starts from, its tokenizer and what it is: ``(encoder, tokenizer, info)``.
+
+    ``init`` is what notebook 06 fine-tunes from: ``"minilm"``, ``"pretrained"`` (the preset's checkpoint
+    from notebook 05, made on demand), ``"random"``, or a pretraining checkpoint folder. The encoder is the
+    body of `finetune.build_classifier`'s model; its sentence head is dropped, a task head takes its place.
+    """
+    from .finetune import build_classifier
+
+    classifier, tokenizer, info = build_classifier(P, init, verbose=False)
+    keep = {k: info[k] for k in ("init", "kind", "preset", "checkpoint") if k in info}
+    return classifier.bert, tokenizer, keep
+
+
+def add_special_tokens(encoder: nn.Module, tokenizer, tokens: Sequence[str], seed: int = 0) -> list[int]:
+    """Add ``tokens`` to the vocabulary as special tokens (never split, never lower-cased) and give each
+    a new row in the token-embedding table, started at the mean of the existing rows plus a little noise.
+    Returns their ids. The rows are trained with the rest of the model (Baldini Soares et al. 2019)."""
+    from .config import ModelConfig
+
+    new = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if new:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(new)}, replace_extra_special_tokens=False)
+    size = len(tokenizer)
+    table = encoder.embeddings.word_embeddings
+    old = table.weight.detach()  # (V_old, D)
+    if size > old.shape[0]:
+        grown = nn.Embedding(size, old.shape[1], padding_idx=table.padding_idx).to(old.device)
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(size - old.shape[0], old.shape[1], generator=generator) * old.std().item() * 0.1
+        with torch.no_grad():
+            grown.weight[:old.shape[0]] = old
+            grown.weight[old.shape[0]:] = old.mean(dim=0) + noise.to(old.device)  # (V_new - V_old, D)
+        encoder.embeddings.word_embeddings = grown
+        if isinstance(encoder.config, ModelConfig):  # bertbook checks ids against config.vocab_size
+            encoder.config = dataclasses.replace(encoder.config, vocab_size=size)
+        else:
+            encoder.config.vocab_size = size
+    return tokenizer.convert_tokens_to_ids(list(tokens))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Features to batches
+# ---------------------------------------------------------------------------------------------------------
+
+# Keys padded to the longest sequence of a batch, and the value a padded position gets. Other keys that
+# hold numbers (one per example, or a fixed-size list) are stacked; anything else (offsets, words) stays out.
+PADDED = {"input_ids": None, "token_type_ids": 0, "labels": IGNORE_INDEX}
+
+
+def pad_features(features: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """A batch from feature dicts: ``input_ids`` (padded with ``pad_id``), ``attention_mask``,
+    ``token_type_ids`` (0 where absent), per-token ``labels`` padded with -100, and per-example targets
+    (a relation label, marker positions, answer start and end) stacked as they are."""
+    T = max(len(f["input_ids"]) for f in features)
+    B = len(features)
+    batch = {"attention_mask": torch.zeros((B, T), dtype=torch.long)}  # (B, T): 1 = real token
+    for i, f in enumerate(features):
+        batch["attention_mask"][i, :len(f["input_ids"])] = 1
+    for key, fill in PADDED.items():
+        if key == "labels" and (key not in features[0] or not isinstance(features[0][key], list)):
+            continue
+        out = torch.full((B, T), pad_id if fill is None else fill, dtype=torch.long)  # (B, T)
+        for i, f in enumerate(features):
+            values = f.get(key) or [0] * len(f["input_ids"])
+            out[i, :len(values)] = torch.tensor(values, dtype=torch.long)
+        batch[key] = out
+    for key in ("labels", "markers", "start_positions", "end_positions"):
+        if key in features[0] and key not in batch:
+            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)  # (B,) or (B, k)
+    return batch
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. The loop
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TaskResult:
+    """What `train_task` returns; the model is left holding the weights that scored best on validation."""
+
+    history: list[dict]  # one record per epoch: train_loss, the validation metrics, kept
+    losses: list[float]  # the training loss of every step
+    best: dict  # the record whose weights were kept
+    seconds: float
+
+
+def _step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer, scheduler, max_grad_norm: float) -> float:
+    """One optimizer step: forward, loss, backward, clip, step."""
+    loss = model(**batch).loss
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def train_task(model: nn.Module, train: Sequence[dict], validate: Callable[[nn.Module], dict], *,
+               learning_rate: float, epochs: int, batch_size: int, seed: int = 0, pad_id: int = 0,
+               warmup_frac: float = 0.1, weight_decay: float = 0.01, max_grad_norm: float = 1.0,
+               verbose: bool = True) -> TaskResult:
+    """Fine-tune ``model`` on the features ``train``; after each epoch ``validate(model)`` returns metrics
+    whose ``"score"`` chooses the weights kept. AdamW, warmup then linear decay, clipping: the recipe of
+    notebook 06 (`finetune.fine_tune`), for any head."""
+    from . import train as train_lib
+    from .finetune import BestCheckpoint, batch_order
+    from .utils import device_of
+
+    if not train:
+        raise ValueError("no training examples: the task's training slice is empty.")
+    device = device_of(model)
+    torch.manual_seed(seed)  # dropout masks and the new head's start
+    total = math.ceil(len(train) / batch_size) * epochs
+    optimizer = train_lib.make_optimizer(model, learning_rate, weight_decay)
+    scheduler = train_lib.make_scheduler(optimizer, round(warmup_frac * total), total, kind="linear")
+    best, history, losses, t0 = BestCheckpoint(), [], [], time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for idx in batch_order([len(f["input_ids"]) for f in train], batch_size, shuffle=True, seed=seed + epoch):
+            batch = to_device(pad_features([train[j] for j in idx], pad_id), device)
+            losses.append(_step(model, batch, optimizer, scheduler, max_grad_norm))
+        metrics = validate(model)
+        record = {"epoch": epoch, "steps": len(losses), "train_loss": float(np.mean(losses[-len(idx):])),
+                  **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                  "seconds": round(time.perf_counter() - t0, 1)}
+        record["kept"] = best.update(model, metrics["score"], epoch=epoch)
+        history.append(record)
+        if verbose:
+            print(f"epoch {epoch}/{epochs} ({len(losses)} steps): train loss {record['train_loss']:.3f}, "
+                  f"validation score {metrics['score']:.3f}{' (best so far, kept)' if record['kept'] else ''} "
+                  f"[{record['seconds']:.0f} s]", flush=True)
+    best.restore(model)
+    model.eval()
+    kept = next(r for r in history if r["epoch"] == best.where["epoch"])
+    return TaskResult(history=history, losses=losses, best=kept, seconds=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Saving and loading a task model
+# ---------------------------------------------------------------------------------------------------------
+
+def _encoder_config(encoder: nn.Module) -> dict:
+    from .config import ModelConfig
+
+    config = encoder.config
+    if isinstance(config, ModelConfig):
+        return config.to_dict()
+    return {k: v for k, v in config.to_diff_dict().items() if not isinstance(v, torch.dtype)}
+
+
+def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, info: dict, overwrite: bool = False) -> Path:
+    """Weights (safetensors), tokenizer and ``task.json`` (what the model is, its labels, its metrics) into
+    ``out``, written beside it and renamed into place. A folder that holds files is replaced only with
+    ``overwrite=True``."""
+    from safetensors.torch import save_file
+
+    from .finetune import jsonable
+    from .utils import replace_folder
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already holds files; choose another --out, or pass --overwrite "
+                              f"(overwrite=True) to replace it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        tokenizer.save_pretrained(str(tmp))
+        saved = {**info, "encoder_config": _encoder_config(model.encoder),
+                 "encoder_pooler": getattr(model.encoder, "pooler", None) is not None}
+        (tmp / INFO_NAME).write_text(json.dumps(saved, indent=2, default=jsonable) + "\n")
+        replace_folder(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _empty_encoder(info: dict) -> nn.Module:
+    """An encoder of the saved shape, to receive the saved weights."""
+    if info["kind"] == "transformers":
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(**{k: v for k, v in info["encoder_config"].items() if k != "transformers_version"})
+        config._attn_implementation = "eager"
+        return BertModel(config, add_pooling_layer=info.get("encoder_pooler", True))
+    from .config import ModelConfig
+    from .model import BertModel as OurBert
+
+    return OurBert(ModelConfig.from_dict(info["encoder_config"]), add_pooling_layer=info.get("encoder_pooler", True))
+
+
+def load_task_model(folder: str | os.PathLike) -> tuple[TaskModel, Any, dict]:
+    """A model saved by `save_task_model`: ``(model, tokenizer, info)``, in eval mode."""
+    from safetensors.torch import load_file
+
+    from .course import device
+    from .checkpoint import MissingFileError, check_files, read_json_file
+    from .tokenizer import load_tokenizer
+
+    folder = Path(folder)
+    if not (folder / INFO_NAME).is_file():
+        raise MissingFileError(f"{folder} is not a task model (no {INFO_NAME}). Make one with "
+                               f"python -m bertbook finetune --task wikiann --init minilm --out {folder}.")
+    remedy = (f"Fine-tune it again (python -m bertbook finetune --task TASK --init INIT --out {folder} "
+              f"--overwrite), or delete the folder {folder}.")
+    info = read_json_file(folder / INFO_NAME, remedy)
+    check_files(folder, ["model.safetensors", "tokenizer.json"], remedy)
+    encoder = _empty_encoder(info)
+    head = task_module(info["task"]).make_head(encoder.config.hidden_size, info)
+    model = TaskModel(encoder, head)
+    if info["encoder_config"]["vocab_size"] != encoder.embeddings.word_embeddings.num_embeddings:
+        raise ValueError(f"{folder}: the saved vocabulary size does not match the encoder. {remedy}")
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    tokenizer = load_tokenizer(folder, remedy)
+    return model.to(device()).eval(), tokenizer, info
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Whole runs
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TaskRun:
+    """One fine-tuning run of a task: the results row (``record``) and what the notebook looks at."""
+
+    record: dict
+    model: TaskModel
+    tokenizer: Any
+    info: dict
+    result: TaskResult
+    test: dict  # the test metrics and predictions (what the task's ``evaluate`` returns)
+    path: Path | None = None
+
+
+def run_task(P: Preset, task: str, init: str | os.PathLike = "minilm", out: str | os.PathLike | None = None, *,
+             overwrite: bool = False, verbose: bool = True, **options: Any) -> TaskRun:
+    """Build the encoder, add the task's head, fine-tune on the preset's slice, test once, save to ``out``.
+
+    ``options`` go to the task module (e.g. ``pooling="cls"`` for relations). The time reported is that of
+    preparing the features, fine-tuning and testing. Taught in notebook 08; ``finetune --task`` runs it.
+    """
+    from .course import machine, set_seed
+
+    mod = task_module(task)
+    cfg = P.tasks
+    set_seed(cfg.seed)
+    splits = mod.task_data(P, task)
+    encoder, tokenizer, info = build_encoder(P, init)
+    info.update(task=task, **mod.prepare(encoder, tokenizer, P, task, **options))
+    model = TaskModel(encoder, mod.make_head(encoder.config.hidden_size, info)).to(next(encoder.parameters()).device)
+    t0 = time.perf_counter()
+    feats = {k: mod.featurize(tokenizer, v, info) for k, v in splits.items()}
+    if verbose:
+        print(f"{task} ({info['init']} encoder): " + ", ".join(f"{len(v):,} {k}" for k, v in splits.items())
+              + f" examples; {cfg.epochs} epoch(s) of batch {cfg.batch_size}", flush=True)
+    lr = cfg.minilm_learning_rate if info["kind"] == "transformers" else cfg.learning_rate
+    result = train_task(model, feats["train"], lambda m: mod.evaluate(m, tokenizer, splits["validation"],
+                                                                     feats["validation"], info),
+                        learning_rate=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                        pad_id=tokenizer.pad_token_id or 0, verbose=verbose)
+    test = mod.evaluate(model, tokenizer, splits["test"], feats["test"], info)
+    seconds = time.perf_counter() - t0
+    record = {"task": task, "model": info["init"], "preset": P.name, "train_examples": len(splits["train"]),
+              "test_examples": len(splits["test"]), "epochs": cfg.epochs, "learning_rate": lr,
+              **{k: v for k, v in test.items() if isinstance(v, (int, float))},
+              "best_epoch": result.best["epoch"], "seconds": round(seconds, 1), "machine": machine()}
+    info["metrics"] = {**record, "history": result.history}
+    path = save_task_model(out, model, tokenizer, info, overwrite=overwrite) if out is not None else None
+    if path is not None:
+        record["path"] = str(path)
+    return TaskRun(record=record, model=model, tokenizer=tokenizer, info=info, result=result, test=test, path=path)
