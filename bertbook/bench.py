@@ -11,8 +11,7 @@ transformers computes it at every position and then ignores 85% of it.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
 import tempfile
 import time
@@ -21,9 +20,11 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
+from .train import build_model
+from .utils import autocast_dtype
 
 __all__ = ["CONFIGS", "peak_flops", "time_training", "bench_models", "bench_tokenization", "run_bench",
-           "format_table", "cli_bench"]
+           "format_table", "model_flops_per_token", "compute_estimate"]
 
 VOCAB, SEQ, BATCH = 30522, 128, 32
 # name -> (layers, hidden, heads); the feed-forward is 4 x hidden, as in BERT
@@ -108,7 +109,6 @@ def bench_models(name: str, layers: int, hidden: int, heads: int, device: str = 
 
     from .hf import to_hf_config
     from .model import BertForMaskedLM
-    from .train import autocast_dtype, model_flops_per_token
 
     dev = torch.device(device)
     cfg = _config(layers, hidden, heads, seq, vocab)
@@ -216,33 +216,36 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def cli_bench(argv: list[str]) -> int:
-    """``python -m bertbook bench [--json] [--quick] [--device cpu|cuda|all]``."""
-    parser = argparse.ArgumentParser(prog="python -m bertbook bench",
-                                     description="Training speed of bertbook vs transformers, side by side, and "
-                                                 "the tokenization throughput.")
-    parser.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
-                        help="all = the CPU, and CUDA when present")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON (last line)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny models and batches: checks that the command works, measures nothing")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
-    parser.add_argument("--gpu-batch", type=int, default=256, help="batch of the BERT-base row on CUDA")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice, usually one per core)")
-    parser.add_argument("--tokenize-chars", type=int, default=0,
-                        help="characters of the preset's corpus to tokenize (0 = all of it)")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda, but no CUDA device is available here.", file=__import__("sys").stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
-    result = run_bench(devices, args.quick, args.repeats, args.steps, args.gpu_batch, args.tokenize_chars)
-    print(format_table(result))
-    if args.json:
-        print(json.dumps(result))
-    return 0
+# ----------------------------------------------------------------------------------------------------------
+# What pretraining costs: about 6 x parameters x tokens (notebook 05)
+# ----------------------------------------------------------------------------------------------------------
+
+def model_flops_per_token(config, seq_len: int, mask_prob: float = 0.15, masked_only: bool = True) -> float:
+    """Training FLOPs per token (forward + backward = 3 x forward; a multiply-add is 2 FLOPs):
+    6 x the weights every token passes through (Kaplan et al. 2020), plus 12 L T d for the attention
+    scores and their weighted sums (as in PaLM's utilisation count, Chowdhery et al. 2022), plus the
+    vocabulary-sized output layer at the predicted positions only (``masked_only``) or at all of them."""
+    D, L, V, F_ = config.hidden_size, config.num_hidden_layers, config.vocab_size, config.intermediate_size
+    per_layer = 4 * D * D + 2 * D * F_  # Q, K, V, output projections and the feed-forward
+    encoder = 6 * L * per_layer + 6 * L * 2 * seq_len * D  # weights, then QK^T and attention x V
+    head = 6 * (D * D + D * V)  # transform + tied output layer
+    return encoder + head * (mask_prob if masked_only else 1.0)
+
+
+def compute_estimate(preset, vocab_size: int | None = None, flops_per_s: float | None = None) -> dict:
+    """Parameters, training tokens and FLOPs of a preset's pretraining for ``max_steps`` steps (about 6 x
+    parameters x tokens), and the time it takes at ``flops_per_s`` sustained FLOP/s (notebook 05). A
+    time-budgeted preset stops at its budget, so for it these are upper bounds."""
+    cfg = preset.model if vocab_size is None else dataclasses.replace(preset.model, vocab_size=vocab_size)
+    with torch.device("meta"):
+        model = build_model(dataclasses.replace(preset, model=cfg), cfg.vocab_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    pc = preset.pretrain
+    tokens = pc.max_steps * pc.batch_size * pc.grad_accum_steps * pc.seq_len
+    flops = model_flops_per_token(cfg, pc.seq_len, pc.mask_prob) * tokens
+    out = {"parameters": n_params, "tokens": tokens, "flops": flops, "flops_6nd": 6 * n_params * tokens,
+           "flops_per_token": model_flops_per_token(cfg, pc.seq_len, pc.mask_prob),
+           "time_budget_s": pc.time_budget_s}  # with a budget, max_steps (and so ``tokens``) is an upper bound
+    if flops_per_s:
+        out["seconds"] = flops / flops_per_s
+    return out

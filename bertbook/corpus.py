@@ -21,7 +21,6 @@ Taught in notebooks 04 and 05. Three steps, each cheap to run again:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -209,7 +208,7 @@ def build_cache(paragraphs: Iterable[str], tokenizer, folder: Path, total_chars:
     return TokenCache.open(folder)
 
 
-def _tokenizer_hash(tokenizer) -> str:
+def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
 
 
@@ -232,7 +231,7 @@ def corpus_cache(preset, tokenizer, split: str = "train", progress: bool = True)
     d = preset.data
     shards = data.corpus_shards(d.corpus, d.large_shards)
     source = {"corpus": d.corpus, "split": split, "max_chars": d.corpus_max_chars, "shards": shards,
-              "tokenizer": _tokenizer_hash(tokenizer), "format": FORMAT_VERSION}
+              "tokenizer": tokenizer_hash(tokenizer), "format": FORMAT_VERSION}
     key = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
     folder = artifacts_dir(preset.name, "corpus") / f"{d.corpus}-{split}-{key}"
     if (folder / "meta.json").exists():

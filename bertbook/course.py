@@ -9,16 +9,13 @@ on a preset and writes the executed copies and a summary (``make course``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import random
-import sys
 import time
 from pathlib import Path
 
-from .config import PRESETS, Preset, get_preset
+from .config import Preset, get_preset
 from .paths import artifacts_dir, project_root
 
 __all__ = ["start", "set_seed", "device", "machine", "environment_report", "size_report", "notebooks",
@@ -127,31 +124,6 @@ def size_text(layers: int, hidden: int, heads: int, ffn_ratio: int = 4, vocab: i
     return size_report(model, million_tokens * 1e6)
 
 
-def size_panel():
-    """Sliders for an encoder's shape that show :func:`size_text` live (notebook 00)."""
-    import ipywidgets as w
-
-    controls = {
-        "layers": w.IntSlider(12, min=1, max=48, description="layers L"),
-        "hidden": w.IntSlider(768, min=64, max=2048, step=64, description="width H"),
-        "heads": w.IntSlider(12, min=1, max=32, description="heads A"),
-        "ffn_ratio": w.IntSlider(4, min=1, max=8, description="FFN / H"),
-        # step 1: a coarser step would snap BERT's 30522 to the grid (31000) when the panel opens
-        "vocab": w.IntSlider(30522, min=1000, max=120000, step=1, description="vocab"),
-        "million_tokens": w.FloatLogSlider(100, base=10, min=0, max=5, description="M tokens"),
-    }
-    out = w.HTML()
-    out.add_class("bertbook-size-report")
-
-    def update(_=None):
-        out.value = f"<pre>{size_text(**{k: c.value for k, c in controls.items()})}</pre>"
-
-    for control in controls.values():
-        control.observe(update, names="value")
-    update()
-    return w.VBox([*controls.values(), out])
-
-
 def notebooks(root: Path | None = None) -> list[Path]:
     """The course notebooks in order (``notebooks/NN_*.ipynb``)."""
     folder = (root or project_root()) / "notebooks"
@@ -192,42 +164,3 @@ def run_course(preset: str, out: Path | None, only: list[str] | None = None, in_
     return records
 
 
-def cli_course(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bertbook course",
-                                     description="Execute every notebook headless on a preset.")
-    parser.add_argument("--preset", default=os.environ.get("BERTBOOK_PRESET", "laptop"), choices=list(PRESETS))
-    parser.add_argument("--out", type=Path, help="folder for the executed copies and summary")
-    parser.add_argument("--in-place", action="store_true", help="write outputs back into notebooks/")
-    parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. --only 01 02")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
-    args = parser.parse_args(argv)
-    if not args.in_place and args.out is None:
-        args.out = project_root() / "build" / f"course-{args.preset}"
-    t0 = time.time()
-    records = run_course(args.preset, None if args.in_place else args.out, args.only, args.in_place,
-                         args.timeout)
-    total = time.time() - t0
-    summary = {"preset": args.preset, "machine": machine(), "python": sys.version.split()[0],
-               "total_seconds": round(total, 1), "notebooks": records}
-    lines = [f"# bertbook course run: preset {args.preset}", "",
-             f"machine: {summary['machine']}; total {total / 60:.1f} min", "",
-             "| notebook | status | minutes |", "|---|---|---|"]
-    lines += [f"| {r['notebook']} | {r['status']} | {r['seconds'] / 60:.1f} |" for r in records]
-    text = "\n".join(lines) + "\n"
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (args.out / "summary.md").write_text(text)
-        print(f"executed notebooks and summary in {args.out}")
-    print(text)
-    return 0 if all(r["status"] == "ok" for r in records) else 1
-
-
-def cli_presets(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bertbook presets")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    for name in PRESETS:
-        p = get_preset(name)
-        print(json.dumps(p.to_dict(), indent=2) if args.json else p.summary() + "\n")
-    return 0

@@ -24,7 +24,6 @@ layout and verifies every checksum before the folder becomes visible.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -34,7 +33,6 @@ import re
 import shutil
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -60,7 +58,6 @@ __all__ = [
     "load_ner",
     "load_wikitext2",
     "download",
-    "cli_data",
 ]
 
 CORPORA = ("gutenberg-small", "gutenberg-large")
@@ -149,7 +146,7 @@ def _split_files(name: str, split: str, allowed: tuple[str, ...]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 # Finding a dataset and verifying its files
 
-def _lookup_text() -> str:
+def lookup_text() -> str:
     env = os.environ.get("BERTBOOK_DATA_DIR")
     shared = paths.project_root().parent / "shared" / "data"
     return (f"  1. BERTBOOK_DATA_DIR ({env if env else 'not set'})\n"
@@ -157,7 +154,7 @@ def _lookup_text() -> str:
             f"  3. the shared data folder {shared}{'' if shared.is_dir() else ' (absent)'}")
 
 
-def _fix_text(name: str) -> str:
+def fix_text(name: str) -> str:
     folder = info(name)["folder"]
     return (f"To fix it, do one of:\n"
             f"  - put the dataset's folder {folder}/ (all files listed in data/manifest.json) into a data "
@@ -176,8 +173,8 @@ def find(name: str) -> Path:
     for root in paths.data_dirs():
         if (root / folder).is_dir():
             return root / folder
-    raise DataError(f"Dataset {name!r} was not found: no folder {folder}/ in any of\n{_lookup_text()}\n"
-                    f"{_fix_text(name)}", path=Path(folder), problem="not found")
+    raise DataError(f"Dataset {name!r} was not found: no folder {folder}/ in any of\n{lookup_text()}\n"
+                    f"{fix_text(name)}", path=Path(folder), problem="not found")
 
 
 def _sha256(path: Path) -> str:
@@ -204,12 +201,12 @@ def _check_file(name: str, folder: Path, rel: str, full: bool = False) -> Path:
     where = f"{rel} of dataset {name!r} ({path})"
     if not path.is_file():
         raise DataError(f"File {where} is missing (expected SHA-256 {expected['sha256']}, "
-                        f"{expected['size']:,} bytes).\n{_fix_text(name)}",
+                        f"{expected['size']:,} bytes).\n{fix_text(name)}",
                         path=path, expected_sha256=expected["sha256"], problem="missing")
     stat = path.stat()
     if stat.st_size != expected["size"]:
         raise DataError(f"File {where} is truncated or changed: {stat.st_size:,} bytes, expected "
-                        f"{expected['size']:,} bytes with SHA-256 {expected['sha256']}.\n{_fix_text(name)}",
+                        f"{expected['size']:,} bytes with SHA-256 {expected['sha256']}.\n{fix_text(name)}",
                         path=path, expected_sha256=expected["sha256"], problem="size")
     key = str(path.resolve())
     record = [stat.st_size, stat.st_mtime_ns, expected["sha256"]]
@@ -218,7 +215,7 @@ def _check_file(name: str, folder: Path, rel: str, full: bool = False) -> Path:
     actual = _sha256(path)
     if actual != expected["sha256"]:
         raise DataError(f"File {where} is corrupt: its SHA-256 is {actual}, expected "
-                        f"{expected['sha256']}.\n{_fix_text(name)}",
+                        f"{expected['sha256']}.\n{fix_text(name)}",
                         path=path, expected_sha256=expected["sha256"], problem="checksum")
     _VERIFIED[key] = record
     return path
@@ -741,63 +738,3 @@ def download(name: str, *, dest_root: Path | None = None, fetch: Fetch | None = 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Command line: python -m bertbook data
-
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
-def cli_data(argv: list[str]) -> int:
-    """``python -m bertbook data``: list the datasets, where each was found, verify every checksum."""
-    parser = argparse.ArgumentParser(prog="python -m bertbook data",
-                                     description="List the datasets, where each was found, and verify every "
-                                                 "file's SHA-256 against data/manifest.json.")
-    parser.add_argument("--json", action="store_true", help="print the status as JSON")
-    parser.add_argument("--download", metavar="NAME", action="append", default=[],
-                        help="fetch a dataset from its public home into data/cache/ (needs internet); "
-                             "repeatable; 'all' for every dataset")
-    parser.add_argument("--force", action="store_true", help="with --download: fetch even if a copy is intact")
-    args = parser.parse_args(argv)
-
-    wanted = names() if "all" in args.download else args.download
-    for name in wanted:
-        if name not in names():
-            parser.error(f"unknown dataset {name!r}; choose from {', '.join(names())} or 'all'")
-    for name in wanted:
-        print(f"downloading {name} into {paths.cache_dir()} ...", flush=True)
-        try:
-            folder = download(name, force=args.force)
-        except DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        print(f"  {name}: verified, in {folder}")
-
-    t0 = time.perf_counter()
-    rows = status(full=True)
-    seconds = time.perf_counter() - t0
-    bad = [r for r in rows if r["state"] != "ok"]
-    if args.json:
-        print(json.dumps({"lookup": [str(d) for d in paths.data_dirs()], "datasets": rows,
-                          "seconds": round(seconds, 2)}, indent=1))
-        return 1 if bad else 0
-
-    width = max(len(r["name"]) for r in rows)
-    print(f"{'dataset':<{width}}  {'state':<9}  {'files':>5}  {'size':>8}  found in")
-    for r in rows:
-        total = len(r["ok"]) + len(r["missing"]) + len(r["corrupt"]) or len(info(r["name"])["files"])
-        print(f"{r['name']:<{width}}  {r['state']:<9}  {len(r['ok']):>2}/{total:<2}  "
-              f"{_megabytes(r['bytes']):>8}  {r['where'] or '-'}")
-    print(f"\nLookup order (the first folder holding a dataset wins):\n{_lookup_text()}")
-    if not bad:
-        print(f"\nAll {len(rows)} datasets present and verified (SHA-256 of every file) in {seconds:.1f} s.")
-        return 0
-    print(f"\n{len(bad)} of {len(rows)} datasets need attention:", file=sys.stderr)
-    for r in bad:
-        for problem in r["problems"]:
-            print(f"  {problem}", file=sys.stderr)
-    for r in bad:
-        print(f"\n{r['name']}: {_fix_text(r['name'])}", file=sys.stderr)
-    return 1

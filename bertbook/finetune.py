@@ -23,7 +23,6 @@ which a sentence classifier does not have.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import html
 import json
@@ -31,29 +30,37 @@ import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .config import FinetuneConfig, ModelConfig, Preset, get_preset, PRESETS
+from .data import label_names, load_classification
+from .baselines import bag_of_words
+from .checkpoint import SHAPE_FIELDS, MissingFileError, check_files, load_or_explain, read_json_file
+from .config import PRESETS, FinetuneConfig, ModelConfig, Preset
+from .course import device, machine, set_seed
+from .model import BertForSequenceClassification
 from .paths import artifacts_dir
+from .pretrained import load_minilm
+from .tokenizer import get_tokenizer, load_tokenizer
+from .train import get_pretrained, make_optimizer, make_scheduler
+from .utils import autocast, autocast_dtype, device_of, eval_mode, replace_folder
 
 __all__ = [
     "TASKS", "MODEL_NAMES", "Encoded", "clean_text", "truncate", "encode", "batch_order", "collate",
-    "confusion_matrix", "classification_metrics", "predict_proba", "evaluate", "BestCheckpoint",
+    "confusion_matrix", "classification_metrics", "predict_proba", "evaluate_classifier", "BestCheckpoint",
     "FineTuneResult", "fine_tune", "build_classifier", "save_finetuned", "load_finetuned",
-    "get_finetuned", "classify", "cls_attention", "merge_wordpieces", "task_data", "FinetuneRun",
+    "get_finetuned", "classify", "cls_attention_over_tokens", "merge_wordpieces", "task_data", "FinetuneRun",
     "run_finetune", "learning_rate_for", "bow_row", "seeded_row", "summarize_seeds", "results_table",
     "render_markdown", "curve_sizes", "learning_curve",
     "plot_confusion", "plot_confidence", "plot_learning_curve", "most_confident_mistakes",
-    "attention_html", "describe", "try_it", "cli_finetune", "cli_predict", "cli_results",
+    "attention_html", "describe",
 ]
 
 TASKS = ("imdb", "sst2")  # the fine-tuning tasks; "rotten-tomatoes" is the out-of-domain check for IMDB
@@ -197,37 +204,29 @@ def classification_metrics(labels: Sequence[int], preds: Sequence[int], positive
 # 3. The loop
 # ---------------------------------------------------------------------------------------------------------
 
-def _autocast(device: torch.device):
-    # bf16 on a GPU that supports it (same numbers, half the memory traffic); fp32 elsewhere.
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, ids: Sequence[Sequence[int]], batch_size: int = 64,
                   pad_id: int = 0) -> np.ndarray:
-    """Class probabilities ``(N, num_labels)`` for token-id sequences, in their original order."""
-    model.eval()
-    device = _device(model)
+    """Class probabilities ``(N, num_labels)`` for token-id sequences, in their original order (the model
+    runs in eval mode, and is given back in the mode it came in)."""
+    device = device_of(model)
+    dtype = autocast_dtype("auto", device)  # bf16 on a GPU that supports it, fp32 elsewhere
     out: np.ndarray | None = None
-    for idx in batch_order([len(x) for x in ids], batch_size, shuffle=False):
-        batch = {k: v.to(device) for k, v in collate([ids[i] for i in idx], None, pad_id).items()}
-        with _autocast(device):
-            logits = model(**batch).logits  # (B, num_labels)
-        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        if out is None:
-            out = np.zeros((len(ids), probs.shape[1]), dtype=np.float32)
-        out[idx] = probs
+    with eval_mode(model):
+        for idx in batch_order([len(x) for x in ids], batch_size, shuffle=False):
+            batch = {k: v.to(device) for k, v in collate([ids[i] for i in idx], None, pad_id).items()}
+            with autocast(device, dtype):
+                logits = model(**batch).logits  # (B, num_labels)
+            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if out is None:
+                out = np.zeros((len(ids), probs.shape[1]), dtype=np.float32)
+            out[idx] = probs
     if out is None:
         raise ValueError("no examples to predict.")
     return out
 
 
-def evaluate(model: torch.nn.Module, data: Encoded, batch_size: int = 64, pad_id: int = 0) -> dict[str, Any]:
+def evaluate_classifier(model: torch.nn.Module, data: Encoded, batch_size: int = 64, pad_id: int = 0) -> dict[str, Any]:
     """Loss (mean cross-entropy), metrics, confusion matrix and probabilities on one split."""
     probs = predict_proba(model, data.ids, batch_size, pad_id)  # (N, C)
     labels = np.asarray(data.labels)
@@ -281,16 +280,15 @@ def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: Finetun
     linear decay to 0, gradient clipping at ``cfg.max_grad_norm``. The model must accept the batch keys
     and return ``.loss`` and ``.logits`` (bertbook and transformers models both do).
     """
-    from . import train as train_lib
-
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"empty split: {len(train)} training and {len(val)} validation examples.")
-    device = _device(model)
+    device = device_of(model)
+    dtype = autocast_dtype("auto", device)  # bf16 on a GPU that supports it (half the memory traffic), else fp32
     torch.manual_seed(cfg.seed)  # dropout masks
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    optimizer = train_lib.make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
-    scheduler = train_lib.make_scheduler(optimizer, round(cfg.warmup_frac * total), total, kind="linear")
+    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, round(cfg.warmup_frac * total), total, kind="linear")
     eval_at = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
     best, history, losses = BestCheckpoint(), [], []
     t0, step, last_eval_step = time.perf_counter(), 0, 0
@@ -300,7 +298,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: Finetun
         for i, idx in enumerate(batches, start=1):
             batch = collate([train.ids[j] for j in idx], [train.labels[j] for j in idx], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            with _autocast(device):
+            with autocast(device, dtype):
                 loss = model(**batch).loss  # mean cross-entropy over the batch
             loss.backward()
             if cfg.max_grad_norm > 0:
@@ -311,7 +309,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: Finetun
             losses.append(float(loss.detach()))
             step += 1
             if i in eval_at:
-                ev = evaluate(model, val, cfg.batch_size * 2, pad_id)
+                ev = evaluate_classifier(model, val, cfg.batch_size * 2, pad_id)
                 record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses[last_eval_step:])),
                           "val_loss": ev["loss"], "val_accuracy": ev["accuracy"], "val_f1": ev["f1"],
                           "seconds": time.perf_counter() - t0}
@@ -334,7 +332,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: Finetun
 # 4. Models: build, save, load, predict, look at [CLS]
 # ---------------------------------------------------------------------------------------------------------
 
-def _init_name(init: str | os.PathLike) -> str:
+def init_name(init: str | os.PathLike) -> str:
     return str(init) if str(init) in ("random", "pretrained", "minilm") else "checkpoint"
 
 
@@ -348,7 +346,6 @@ def _repretrain_advice(folder: Path) -> str:
 def _check_checkpoint(folder: Path, expected: ModelConfig, preset: Preset) -> None:
     """Refuse a pretraining checkpoint of another shape, or with a damaged file, before loading anything,
     saying what to do."""
-    from .model import MissingFileError, check_files
 
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
@@ -356,14 +353,13 @@ def _check_checkpoint(folder: Path, expected: ModelConfig, preset: Preset) -> No
                                f"written by model.save_pretrained, e.g. the one train.get_pretrained(P) "
                                f"returns, or --init random|pretrained|minilm.")
     check_files(folder, ["config.json", "model.safetensors"], _repretrain_advice(folder))
-    found = ModelConfig.from_dict(json.loads(cfg_file.read_text()))
-    from .model import SHAPE_FIELDS as fields
+    found = ModelConfig.from_dict(read_json_file(cfg_file, _repretrain_advice(folder)))
 
     diffs = [f"{f} {getattr(found, f)} (checkpoint) vs {getattr(expected, f)} (preset {preset.name!r})"
-             for f in fields if getattr(found, f) != getattr(expected, f)]
+             for f in SHAPE_FIELDS if getattr(found, f) != getattr(expected, f)]
     if diffs:
         match = [n for n, p in PRESETS.items() if all(getattr(p.model, f) == getattr(found, f)
-                                                      for f in fields if f != "vocab_size")]
+                                                      for f in SHAPE_FIELDS if f != "vocab_size")]
         hint = f" It looks like a checkpoint of preset {match[0]!r}: use --preset {match[0]}." if match else ""
         raise ValueError(f"The checkpoint in {folder} was made with another model config: " + "; ".join(diffs)
                          + f".{hint} Fine-tune it with the preset it was pretrained with, or pretrain on "
@@ -380,31 +376,21 @@ def build_classifier(P: Preset, init: str | os.PathLike = "random", num_labels: 
     ``(model, tokenizer, info)``; ``info`` records how to encode texts for it (``max_length``,
     ``truncation``) and what it is (``kind``: "bertbook" or "transformers").
     """
-    from .course import device
 
-    info = {"init": _init_name(init), "truncation": P.finetune.truncation, "preset": P.name}
+    info = {"init": init_name(init), "truncation": P.finetune.truncation, "preset": P.name}
     if str(init) == "minilm":
-        from .pretrained import load_minilm
-
         model, tokenizer = load_minilm(task="sequence-classification", num_labels=num_labels)
         info.update(kind="transformers", max_length=P.finetune.minilm_max_length)
         return model.to(device()), tokenizer, info
 
-    from .model import BertForSequenceClassification
-    from .tokenizer import get_tokenizer
-
     folder: Path | None = None
     if str(init) == "pretrained":
-        from . import train as train_lib
-
-        folder = Path(train_lib.get_pretrained(P))
+        folder = Path(get_pretrained(P))
     elif str(init) != "random":
         folder = Path(init)
         if not folder.is_dir():
             raise FileNotFoundError(f"--init {init!r}: not 'random', 'pretrained', 'minilm', nor a folder.")
     if folder is not None and (folder / "tokenizer.json").is_file():
-        from .tokenizer import load_tokenizer
-
         tokenizer = load_tokenizer(folder, _repretrain_advice(folder))
     else:
         tokenizer = get_tokenizer(P)
@@ -423,19 +409,6 @@ def build_classifier(P: Preset, init: str | os.PathLike = "random", num_labels: 
     return model.to(device()), tokenizer, info
 
 
-def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` to ``out``; an old ``out`` is removed only after the move."""
-    if out.exists() and any(out.iterdir()):
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-
-
 def save_finetuned(out: str | os.PathLike, model: torch.nn.Module, tokenizer, info: dict,
                    overwrite: bool = False) -> Path:
     """Save weights, tokenizer and ``finetune.json`` (info and metrics) into ``out``, atomically.
@@ -452,8 +425,8 @@ def save_finetuned(out: str | os.PathLike, model: torch.nn.Module, tokenizer, in
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(str(tmp))
-        (tmp / INFO_NAME).write_text(json.dumps(info, indent=2, default=_jsonable) + "\n")
-        _replace_folder(tmp, out)
+        (tmp / INFO_NAME).write_text(json.dumps(info, indent=2, default=jsonable) + "\n")
+        replace_folder(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -462,9 +435,6 @@ def save_finetuned(out: str | os.PathLike, model: torch.nn.Module, tokenizer, in
 
 def load_finetuned(folder: str | os.PathLike) -> tuple[torch.nn.Module, Any, dict]:
     """Load a model saved by `save_finetuned` (bertbook or transformers): ``(model, tokenizer, info)``."""
-    from .course import device
-    from .model import BertForSequenceClassification, MissingFileError, check_files, load_or_explain, read_json_file
-
     folder = Path(folder)
     if not (folder / INFO_NAME).is_file():
         raise MissingFileError(f"{folder} is not a fine-tuned model (no {INFO_NAME}). Make one with "
@@ -483,8 +453,6 @@ def load_finetuned(folder: str | os.PathLike) -> tuple[torch.nn.Module, Any, dic
             AutoModelForSequenceClassification.from_pretrained(str(folder), attn_implementation="eager"),
             AutoTokenizer.from_pretrained(str(folder))), folder, names, remedy)
     else:
-        from .tokenizer import load_tokenizer
-
         model = BertForSequenceClassification.from_pretrained(folder)
         tokenizer = load_tokenizer(folder, remedy)
     return model.to(device()).eval(), tokenizer, info
@@ -522,7 +490,7 @@ def classify(model: torch.nn.Module, tokenizer, texts: Sequence[str], info: dict
 
 
 @torch.no_grad()
-def cls_attention(model: torch.nn.Module, tokenizer, text: str, info: dict,
+def cls_attention_over_tokens(model: torch.nn.Module, tokenizer, text: str, info: dict,
                   layer: int = -1) -> tuple[list[str], np.ndarray]:
     """How much the [CLS] token attends to every token in one layer (default: the last), averaged over heads.
 
@@ -531,9 +499,9 @@ def cls_attention(model: torch.nn.Module, tokenizer, text: str, info: dict,
     (Jain & Wallace 2019, "Attention is not Explanation").
     """
     enc = encode(tokenizer, [text], [0], info["max_length"], info.get("truncation", "head"))
-    batch = {k: v.to(_device(model)) for k, v in collate(enc.ids, None, tokenizer.pad_token_id or 0).items()}
-    model.eval()
-    out = model(**batch, output_attentions=True)
+    batch = {k: v.to(device_of(model)) for k, v in collate(enc.ids, None, tokenizer.pad_token_id or 0).items()}
+    with eval_mode(model):
+        out = model(**batch, output_attentions=True)
     if not out.attentions or out.attentions[layer] is None:
         raise RuntimeError("the model returned no attention weights: load a transformers model with "
                            "attn_implementation='eager' (load_minilm and load_finetuned do).")
@@ -561,10 +529,9 @@ def merge_wordpieces(tokens: Sequence[str], weights: Sequence[float]) -> tuple[l
 # ---------------------------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=8)
-def _load(name: str, seed: int) -> dict[str, list[dict]]:
-    from . import data
+def load_task_examples(name: str, seed: int) -> dict[str, list[dict]]:
 
-    return data.load_classification(name, seed=seed)
+    return load_classification(name, seed=seed)
 
 
 def _take(items: list[dict], n: int, seed: int) -> list[dict]:
@@ -584,13 +551,13 @@ def task_data(P: Preset, task: str, train_examples: int | None = None) -> dict[s
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}.")
     f = P.finetune
-    ds = _load(task, f.seed)
+    ds = load_task_examples(task, f.seed)
     n_train = f.train_examples if train_examples is None else train_examples
     parts = {"train": _take(ds["train"], n_train, f.seed),
              "validation": _take(ds["validation"], f.val_examples, f.seed),
              "test": _take(ds["test"], f.test_examples, f.seed)}
     if task in OOD_TASK:
-        parts["ood"] = _take(_load(OOD_TASK[task], f.seed)["test"], f.test_examples, f.seed)
+        parts["ood"] = _take(load_task_examples(OOD_TASK[task], f.seed)["test"], f.test_examples, f.seed)
     return {k: ([x["text"] for x in v], [int(x["label"]) for x in v]) for k, v in parts.items()}
 
 
@@ -608,7 +575,7 @@ class FinetuneRun:
     path: Path | None = None
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (np.floating,)):
@@ -637,15 +604,13 @@ def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: 
     The time reported is that of fine-tuning and evaluating, not of making the pretrained checkpoint.
     Taught in notebook 06; the ``finetune`` command runs it.
     """
-    from . import data as data_lib
-    from .course import machine, set_seed
 
     set_seed(P.finetune.seed)
     splits = data if data is not None else task_data(P, task, train_examples)
     model, tokenizer, info = build_classifier(P, init, verbose=verbose)
     info["max_length"] = max_length or info["max_length"]
     info["truncation"] = truncation or info["truncation"]
-    info.update(task=task, label_names=list(data_lib.label_names(task)))
+    info.update(task=task, label_names=list(label_names(task)))
     L, trunc, pad = info["max_length"], info["truncation"], tokenizer.pad_token_id or 0
     enc = {k: encode(tokenizer, texts, labels, L, trunc) for k, (texts, labels) in splits.items()}
     if verbose:
@@ -654,8 +619,8 @@ def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: 
     t0 = time.perf_counter()
     cfg = dataclasses.replace(P.finetune, learning_rate=learning_rate_for(P.finetune, info))
     result = fine_tune(model, enc["train"], enc["validation"], cfg, pad_id=pad, verbose=verbose)
-    test = evaluate(model, enc["test"], P.finetune.batch_size * 2, pad)
-    ood = evaluate(model, enc["ood"], P.finetune.batch_size * 2, pad) if "ood" in enc else None
+    test = evaluate_classifier(model, enc["test"], P.finetune.batch_size * 2, pad)
+    ood = evaluate_classifier(model, enc["ood"], P.finetune.batch_size * 2, pad) if "ood" in enc else None
     seconds = time.perf_counter() - t0
     record = {"task": task, "model": info["init"], "preset": P.name, "train_examples": len(enc["train"]),
               "max_length": L, "truncation": trunc, "epochs": P.finetune.epochs, "learning_rate": cfg.learning_rate,
@@ -678,8 +643,6 @@ def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: 
 
 def bow_row(P: Preset, task: str, data: dict | None = None, train_examples: int | None = None) -> dict:
     """The bag-of-words row of the results table (row a), on the same slices as the neural models."""
-    from .baselines import bag_of_words
-    from .course import machine
 
     splits = data if data is not None else task_data(P, task, train_examples)
     t0 = time.perf_counter()
@@ -835,7 +798,7 @@ def learning_curve(P: Preset, sizes: Sequence[int] | None = None, task: str = "i
     pretrained model needs. ``reuse``: records already computed (e.g. the results table's row for the
     full training set), taken as they are. Taught in notebook 06.
     """
-    available = len(_load(task, P.finetune.seed)["train"])
+    available = len(load_task_examples(task, P.finetune.seed)["train"])
     sizes = list(sizes) if sizes else curve_sizes(P, available)
     done = {r["train_examples"]: r for r in reuse
             if (r["task"], r["model"], r["preset"]) == (task, init, P.name)}
@@ -949,204 +912,14 @@ def describe(model: torch.nn.Module, tokenizer, info: dict, text: str) -> dict:
     if not text or not text.strip():
         raise ValueError("Type a review first: the text is empty.")
     pred = classify(model, tokenizer, [text], info)[0]
-    tokens, weights = cls_attention(model, tokenizer, text, info)
+    tokens, weights = cls_attention_over_tokens(model, tokenizer, text, info)
     words, wsum = merge_wordpieces(tokens, weights)
     return {**pred, "words": words, "weights": wsum, "truncated": len(tokens) >= info["max_length"],
             "html": attention_html(words, wsum)}
-
-
-def try_it(model: torch.nn.Module, tokenizer, info: dict,
-           text: str = "A slow start, but the last hour is wonderful and the cast is superb.") -> Any:
-    """A text box: type a review, see the predicted label, its probability and the [CLS] attention."""
-    import ipywidgets as W
-
-    box = W.Textarea(value=text, layout=W.Layout(width="95%", height="70px"), continuous_update=False)
-    button = W.Button(description="classify")
-    result = W.HTML()
-
-    def show(*_):
-        try:
-            d = describe(model, tokenizer, info, box.value)
-        except ValueError as exc:
-            result.value = f"<b>{html.escape(str(exc))}</b>"
-            return
-        note = " (truncated to the model's length)" if d["truncated"] else ""
-        result.value = (f"<p><b>{d['label']}</b> with probability {d['probability']:.3f}{note}</p>"
-                        f"<p>[CLS] attention in the last layer, averaged over heads:</p>{d['html']}")
-
-    box.observe(show, names="value")
-    button.on_click(show)
-    show()
-    return W.VBox([box, button, result])
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 7. The command line
 # ---------------------------------------------------------------------------------------------------------
 
-def _preset_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default=None, choices=list(PRESETS),
-                        help="ci, laptop or gpu (default: $BERTBOOK_PRESET or laptop)")
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def cli_finetune(argv: list[str]) -> int:
-    """``python -m bertbook finetune --task imdb --init pretrained --preset laptop --out DIR``."""
-    parser = argparse.ArgumentParser(prog="python -m bertbook finetune",
-                                     description="Fine-tune a sentiment classifier; the last line printed is "
-                                                 "the test metrics as JSON.")
-    parser.add_argument("--task", choices=TASKS, default="imdb")
-    parser.add_argument("--init", default="pretrained",
-                        help="random | pretrained (the preset's notebook-05 checkpoint) | minilm | a checkpoint "
-                             "folder")
-    _preset_arg(parser)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the fine-tuned model (default artifacts/<preset>/finetune-<task>-<init>)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-    parser.add_argument("--train-examples", type=int, default=None, help="override finetune.train_examples")
-    parser.add_argument("--max-length", type=int, default=None, help="override the tokens per example")
-    parser.add_argument("--truncation", choices=("head", "head+tail"), default=None)
-    parser.add_argument("--quiet", action="store_true", help="print only the JSON line")
-    args = parser.parse_args(argv)
-    P = get_preset(args.preset)
-    out = args.out or artifacts_dir(P.name, f"finetune-{args.task}-{_init_name(args.init)}")
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        print(f"error: {out} already holds a model; pass --overwrite to replace it or choose another --out.",
-              file=sys.stderr)
-        return 2
-    try:
-        run = run_finetune(P, args.task, args.init, out=out, train_examples=args.train_examples,
-                           max_length=args.max_length, truncation=args.truncation, overwrite=True,
-                           verbose=not args.quiet)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(run.record, default=_jsonable))
-    return 0
-
-
-def _read_lines(path: str) -> list[str]:
-    """The texts of a file (``-``: standard input), one per line; a final newline ends the last text."""
-    if path == "-":
-        if sys.stdin.isatty():
-            print("Reading texts from standard input, one per line (end with Ctrl-D).", file=sys.stderr)
-        content = sys.stdin.read()
-    else:
-        content = Path(path).read_text(encoding="utf-8")
-    lines = [line.removesuffix("\r") for line in content.split("\n")]  # not splitlines: it also cuts at \u2028
-    return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-def cli_predict(argv: list[str]) -> int:
-    """``python -m bertbook predict --model DIR "a text" ["another" ...]``: label and probability per text.
-    ``--file PATH`` (one text per line) or standard input (no text, or ``-``) print one JSON line per text."""
-    parser = argparse.ArgumentParser(prog="python -m bertbook predict",
-                                     description="Classify texts with a fine-tuned model (bertbook or MiniLM). "
-                                                 "Texts read from --file or standard input (one per line) print "
-                                                 "one JSON line each, in the order read.")
-    parser.add_argument("--model", type=Path, required=True, help="a folder written by `finetune`")
-    parser.add_argument("texts", nargs="*", help="texts to classify; none, or -, reads standard input")
-    parser.add_argument("--file", default=None, metavar="PATH", help="read the texts from PATH, one per line")
-    parser.add_argument("--json", action="store_true", help="one JSON object per text (always, for --file and "
-                                                            "standard input)")
-    args = parser.parse_args(argv)
-    if args.file is not None and args.texts:
-        print("error: give the texts on the command line or with --file, not both.", file=sys.stderr)
-        return 2
-    source = args.file if args.file is not None else "-" if args.texts in ([], ["-"]) else None
-    try:
-        texts = args.texts if source is None else _read_lines(source)
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"error: cannot read the texts from {source}: {exc}", file=sys.stderr)
-        return 2
-    where = "standard input" if source == "-" else source
-    if not texts:
-        print(f"error: {where} holds no text to classify (one text per line).", file=sys.stderr)
-        return 2
-    empty = [i + 1 for i, text in enumerate(texts) if not text.strip()]
-    if empty:  # a label for nothing would look like an answer
-        many = len(empty) > 1
-        which = ("lines " if many else "line ") if source else ("texts " if many else "text ")
-        which += ", ".join(map(str, empty[:5])) + (" ..." if len(empty) > 5 else "") + (f" of {where}" if source else "")
-        print(f"error: {which} {'are' if many else 'is'} empty or only whitespace, so there is nothing to classify; "
-              f"no label was given for any text. Give every text some words"
-              + (" (remove the empty lines)." if source else "."), file=sys.stderr)
-        return 2
-    try:
-        model, tokenizer, info = load_finetuned(args.model)
-    except (FileNotFoundError, ValueError) as exc:  # a missing folder, a damaged file (CheckpointError)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    as_json = args.json or source is not None
-    chunk = 256  # print as it goes: a long file shows its first results early
-    for start in range(0, len(texts), chunk):
-        batch = texts[start:start + chunk]
-        for text, pred in zip(batch, classify(model, tokenizer, batch, info)):
-            if as_json:
-                print(json.dumps({"text": text, "label": pred["label"], "probability": pred["probability"]}))
-            else:
-                print(f"{pred['label']}\t{pred['probability']:.4f}")
-        sys.stdout.flush()
-    return 0
-
-
-def cli_results(argv: list[str]) -> int:
-    """``python -m bertbook results --preset laptop --out results.md``: the results table."""
-    parser = argparse.ArgumentParser(prog="python -m bertbook results",
-                                     description="Bag of words vs bertbook (random, pretrained) vs MiniLM.")
-    _preset_arg(parser)
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    parser.add_argument("--rows", nargs="+", choices=list(MODEL_NAMES), default=list(MODEL_NAMES))
-    parser.add_argument("--curve", action="store_true", help="also the MiniLM learning curve on IMDB")
-    parser.add_argument("--curve-sizes", nargs="+", type=int, default=None,
-                        help="training-set sizes of the curve (default: n/8, n/2, n of the preset)")
-    parser.add_argument("--out", type=Path, default=None, help="write the table to FILE.md or FILE.json")
-    parser.add_argument("--seeds", type=int, default=3,
-                        help="fine-tune each bertbook row this many times (seeds seed, seed+1, ...): mean and spread")
-    parser.add_argument("--poolings", nargs="+", choices=["cls", "mean"], default=["cls", "mean"],
-                        help="text vectors tried on the first seed; the best on validation is kept")
-    parser.add_argument("--random-lrs", nargs="+", type=float, default=[], metavar="LR",
-                        help="learning rates tried for row (b) on the first seed (default: the preset's)")
-    parser.add_argument("--pretrained-lrs", nargs="+", type=float, default=[], metavar="LR",
-                        help="learning rates tried for row (c) on the first seed (default: the preset's)")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
-    P = get_preset(args.preset)
-    rows: list[dict] = []
-    curve: list[dict] = []
-
-    def write() -> str:
-        text = render_markdown(rows) + (f"\nMiniLM learning curve (IMDB)\n\n{render_markdown(curve)}" if curve else "")
-        if args.out is not None:  # rewritten after every row, so a long run keeps what it finished
-            if args.out.suffix == ".json":
-                _write_atomic(args.out, json.dumps({"results": rows, "learning_curve": curve}, indent=2,
-                                                   default=_jsonable) + "\n")
-            else:
-                _write_atomic(args.out, text)
-        return text
-
-    for task in args.tasks:
-        for row in args.rows:
-            rows += results_table(P, [task], [row], verbose=not args.quiet, seeds=args.seeds,
-                                  poolings=args.poolings,
-                                  learning_rates={"random": args.random_lrs, "pretrained": args.pretrained_lrs})
-            write()
-    if args.curve:
-        available = len(_load("imdb", P.finetune.seed)["train"])
-        for n in args.curve_sizes or curve_sizes(P, available):
-            curve += learning_curve(P, [n], reuse=rows, verbose=not args.quiet)
-            write()
-    text = write()
-    if args.out is not None:
-        print(f"wrote {args.out}")
-    print(text)
-    return 0

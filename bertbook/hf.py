@@ -10,20 +10,18 @@ prints it and fails above the tolerance (1e-5 in float32).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
-import sys
 from typing import Any
 
 import torch
 from torch import nn
 
 from . import model as M
+from .checkpoint import CheckpointError, load_exact
 from .config import ModelConfig
 
-__all__ = ["hf_name", "hf_prelayernorm_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report", "format_report",
-           "cli_parity", "TOLERANCE", "MODEL_TYPES"]
+__all__ = ["hf_name", "hf_prelayernorm_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report", "format_report", "TOLERANCE", "MODEL_TYPES"]
 
 TOLERANCE = 1e-5  # largest absolute difference accepted in float32
 MODEL_TYPES = ("BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification",
@@ -167,7 +165,7 @@ def to_hf(model: nn.Module, attn_implementation: str = "eager"):
     for name, tensor in ours.items():
         target = hf_name(name)
         if target not in theirs or theirs[target].shape != tensor.shape:
-            raise M.CheckpointError(f"bertbook tensor {name} ({tuple(tensor.shape)}) has no counterpart "
+            raise CheckpointError(f"bertbook tensor {name} ({tuple(tensor.shape)}) has no counterpart "
                                     f"{target} of the same shape in transformers.{type(hf).__name__}.")
         new_state[target] = tensor.detach()  # load_state_dict copies it
     if "cls.predictions.decoder.weight" in theirs:  # tied: the decoder is the token-embedding table
@@ -175,7 +173,7 @@ def to_hf(model: nn.Module, attn_implementation: str = "eager"):
         new_state["cls.predictions.decoder.bias"] = new_state["cls.predictions.bias"]
     missing = [k for k in theirs if k not in new_state]
     if missing:
-        raise M.CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
+        raise CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
                                 f"{', '.join(missing[:5])}.")
     hf.load_state_dict(new_state, strict=True)
     return hf.to(next(model.parameters()).device).train(model.training)
@@ -204,7 +202,7 @@ def _to_hf_prelayernorm(model: nn.Module, attn_implementation: str):
     for name, tensor in model.state_dict().items():
         target = hf_prelayernorm_name(name)
         if target not in theirs or theirs[target].shape != tensor.shape:
-            raise M.CheckpointError(f"bertbook tensor {name} ({tuple(tensor.shape)}) has no counterpart "
+            raise CheckpointError(f"bertbook tensor {name} ({tuple(tensor.shape)}) has no counterpart "
                                     f"{target} of the same shape in transformers.{type(hf).__name__}.")
         new_state[target] = tensor.detach()
     if "lm_head.decoder.weight" in theirs:  # tied to the token embeddings, as in bertbook
@@ -212,7 +210,7 @@ def _to_hf_prelayernorm(model: nn.Module, attn_implementation: str):
         new_state["lm_head.decoder.bias"] = new_state["lm_head.bias"]
     missing = [k for k in theirs if k not in new_state]
     if missing:
-        raise M.CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
+        raise CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
                                 f"{', '.join(missing[:5])}.")
     hf.load_state_dict(new_state, strict=True)
     return hf.to(next(model.parameters()).device).train(model.training)
@@ -237,19 +235,19 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     if "cls.predictions.decoder.weight" in theirs:
         emb = theirs["bert.embeddings.word_embeddings.weight"]
         if not torch.equal(theirs["cls.predictions.decoder.weight"], emb):
-            raise M.CheckpointError("This model's MLM output matrix is not tied to its token embeddings; "
+            raise CheckpointError("This model's MLM output matrix is not tied to its token embeddings; "
                                     "bertbook ties them as BERT does and cannot represent it.")
     new_state = {}
     for name, tensor in ours.state_dict().items():
         source = hf_name(name)
         if source not in theirs:
-            raise M.CheckpointError(f"transformers.{kind} has no tensor {source} for bertbook's {name}.")
+            raise CheckpointError(f"transformers.{kind} has no tensor {source} for bertbook's {name}.")
         new_state[name] = theirs[source].detach().clone()  # our own copy: the two models share nothing
     used = {hf_name(n) for n in new_state}
     unused = [k for k in theirs if k not in used and k not in _TIED]
     if unused:
-        raise M.CheckpointError(f"transformers.{kind} holds tensors bertbook would drop: {', '.join(unused[:5])}.")
-    M._load_exact(ours, new_state, f"weights converted from transformers.{kind}", assign=True)
+        raise CheckpointError(f"transformers.{kind} holds tensors bertbook would drop: {', '.join(unused[:5])}.")
+    load_exact(ours, new_state, f"weights converted from transformers.{kind}", assign=True)
     return ours.train(hf_model.training)
 
 
@@ -445,33 +443,3 @@ def format_report(rows: list[dict[str, Any]], tolerance: float = TOLERANCE) -> s
     return "\n".join(lines)
 
 
-def cli_parity(argv: list[str]) -> int:
-    """``python -m bertbook parity``: exit 1 if any output differs from transformers by more than the tolerance."""
-    parser = argparse.ArgumentParser(prog="python -m bertbook parity",
-                                     description="Compare bertbook with transformers on random and MiniLM weights.")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
-    parser.add_argument("--weights", nargs="+", default=["random", "random-pre-ln", "minilm"],
-                        choices=["random", "random-pre-ln", "minilm"])
-    parser.add_argument("--models", nargs="+", default=list(MODEL_TYPES), choices=list(MODEL_TYPES))
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print("--device cuda: no CUDA device is available here; use --device cpu.", file=sys.stderr)
-        return 2
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars between the table rows
-    torch.set_float32_matmul_precision("highest")  # true float32 on GPUs too (no TF32 shortcuts)
-    rows = parity_report(tuple(args.weights), tuple(args.models), device=device, seed=args.seed)
-    print(f"bertbook vs transformers, float32 on {device}: largest absolute difference per output")
-    print("random: bertbook weights -> transformers; random-pre-ln: pre-LayerNorm bertbook -> transformers' "
-          "RobertaPreLayerNorm; minilm: MiniLM's weights transformers -> bertbook")
-    print(format_report(rows, args.tolerance))
-    bad = [r for r in rows if worst(r) > args.tolerance or not r["round_trip"]]
-    if bad:
-        print(f"FAILED: {len(bad)} of {len(rows)} rows above {args.tolerance:g} or not round-tripping exactly.")
-        return 1
-    print(f"all {len(rows)} rows within {args.tolerance:g}; weights round-trip exactly.")
-    return 0

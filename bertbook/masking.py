@@ -32,8 +32,7 @@ import html
 import itertools
 import math
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +55,6 @@ __all__ = [
     "sentence_loss",
     "mlm_loss",
     "mask_preview",
-    "mask_widget",
-    "check_mlm_loss",
-    "check_unshuffle",
-    "solutions",
 ]
 
 IGNORE_INDEX = -100  # label of a position the loss skips (the convention of torch and transformers)
@@ -237,7 +232,7 @@ def sentence_loss(sentence_logits: torch.Tensor, sentence_label: torch.Tensor) -
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. Seeing it: a text preview and the mask-rate widget
+# 4. Seeing it: a text preview (the mask-rate widget is widgets.mask_widget)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -290,124 +285,7 @@ def mask_preview(text: str, tokenizer, mask_prob: float = 0.15, whole_word: bool
             "n_chosen": sum(1 for k in kind if k), "text": sep.join(pieces)}
 
 
-def mask_widget(tokenizer, text: str, mask_prob: float = 0.15):
-    """A panel: mask rate, strategy and seed; the masked text updates live (notebook 04)."""
-    import ipywidgets as widgets
-    from IPython.display import HTML, display
-
-    rate = widgets.FloatSlider(value=mask_prob, min=0.01, max=0.99, step=0.01, description="mask rate",
-                               readout_format=".0%", continuous_update=True)
-    strategy = widgets.ToggleButtons(options=[("word pieces", False), ("whole words", True)],
-                                     description="strategy")
-    seed = widgets.IntText(value=0, description="seed", tooltip=f"a whole number from 0 to {MAX_SEED:,}")
-    box = widgets.Textarea(value=text, layout=widgets.Layout(width="95%", height="60px"))
-    out = widgets.Output()
-
-    def refresh(_=None):
-        out.clear_output(wait=True)
-        with out:
-            try:
-                r = mask_preview(box.value, tokenizer, rate.value, strategy.value, seed.value, html_output=True)
-            except ValueError as exc:
-                print(exc)
-                return
-            display(HTML(f"<p>{r['n_chosen']} of {r['n_tokens']} tokens chosen "
-                         f"({r['n_chosen'] / r['n_tokens']:.0%}); <b style='color:#d62728'>[MASK]</b>, "
-                         f"<b style='color:#ff7f0e'>~random~</b>, <b style='color:#2ca02c'>_kept_</b></p>"
-                         f"<p style='line-height:1.8'>{r['text']}</p>"))
-
-    for w in (rate, strategy, seed, box):
-        w.observe(refresh, names="value")
-    refresh()
-    panel = widgets.VBox([box, widgets.HBox([rate, seed]), strategy, out])
-    panel.add_class("bertbook-mask-widget")
-    return panel
 
 
-# ---------------------------------------------------------------------------------------------------------
-# 5. Exercises of notebook 04, with checkers (solutions in ``solutions``: try first!)
-# ---------------------------------------------------------------------------------------------------------
 
 
-def _mlm_loss_by_hand(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    chosen = labels != IGNORE_INDEX  # (B, T)
-    log_probs = logits[chosen].log_softmax(-1)  # (N, V)
-    return -log_probs.gather(-1, labels[chosen].unsqueeze(-1)).mean()  # mean of -log p(original token)
-
-
-def _unshuffle(segments: list[list[int]], label: int) -> list[list[int]]:
-    order = permutations(len(segments))[label]  # segment order[i] of the original was put at position i
-    original: list = [None] * len(segments)
-    for position, source in enumerate(order):
-        original[source] = segments[position]
-    return original
-
-
-solutions = SimpleNamespace(mlm_loss=_mlm_loss_by_hand, unshuffle=_unshuffle)
-
-
-# the checker harness is shared with bertbook.exercises
-from .exercises import _call, _run as _check  # noqa: E402
-
-
-def check_mlm_loss(fn: Callable, raise_on_error: bool = True, trials: int = 10) -> bool:
-    """Check ``fn(logits (B, T, V), labels (B, T)) -> loss``: the mean of -log p(original token) over the
-    positions whose label is not -100 (notebook 04, exercise 1)."""
-
-    def tests() -> int:
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-        for _ in range(trials):
-            B, T, V = (int(x) for x in torch.randint(2, 9, (3,), generator=g))
-            logits = torch.randn(B, T, V, generator=g)
-            labels = torch.randint(0, V, (B, T), generator=g)
-            labels[torch.rand(B, T, generator=g) > 0.3] = IGNORE_INDEX
-            labels[0, 0] = 1  # at least one position to predict
-            got = _call(fn, logits.clone(), labels.clone())
-            want = _mlm_loss_by_hand(logits, labels)
-            if got is None:
-                raise AssertionError("your function returned None: return the loss, a scalar tensor.")
-            got = torch.as_tensor(got).float()
-            if got.numel() != 1:
-                raise AssertionError(f"return one number (the mean), got shape {tuple(got.shape)}.")
-            if torch.allclose(got, want, atol=1e-5):
-                continue
-            every = F.cross_entropy(logits.flatten(0, 1), labels.clamp_min(0).flatten())
-            if torch.allclose(got, every, atol=1e-5):
-                raise AssertionError("you scored every position: only those with a label other than -100 count.")
-            if torch.allclose(got, -want, atol=1e-5):
-                raise AssertionError("the sign is wrong: the loss is minus the log-probability.")
-            n = int((labels != IGNORE_INDEX).sum())
-            if torch.allclose(got, want * n, atol=1e-4):
-                raise AssertionError("take the mean over the predicted positions, not the sum.")
-            raise AssertionError("the value differs from the mean of -log softmax(logits)[label] over the "
-                                 "predicted positions (did you take log_softmax over the vocabulary axis?).")
-        return trials
-
-    return _check("MLM loss", tests, raise_on_error)
-
-
-def check_unshuffle(fn: Callable, raise_on_error: bool = True, trials: int = 20) -> bool:
-    """Check ``fn(shuffled_segments, label) -> original_segments`` for the msc objective (notebook 04,
-    exercise 2)."""
-
-    def tests() -> int:
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-        for _ in range(trials):
-            k = int(torch.randint(2, 5, (1,), generator=g))
-            original = [[10 * i + j for j in range(int(torch.randint(1, 4, (1,), generator=g)))] for i in range(k)]
-            label = int(torch.randint(0, math.factorial(k), (1,), generator=g))
-            shuffled, _ = msc_shuffle(original, permutations(k)[label])
-            got = _call(fn, [list(s) for s in shuffled], label)
-            if got is None:
-                raise AssertionError("your function returned None: return the list of segments in their "
-                                     "original order.")
-            if [list(s) for s in got] == original:
-                continue
-            order = permutations(k)[label]
-            if [list(s) for s in got] == [shuffled[i] for i in order]:
-                raise AssertionError("you applied the permutation again instead of undoing it: the segment at "
-                                     "position i came from position order[i] of the original.")
-            raise AssertionError(f"for label {label} (order {order}) the original is {original}, got {got}.")
-        return trials
-
-    return _check("unshuffle", tests, raise_on_error)

@@ -20,11 +20,7 @@ Every model returns a `ModelOutput`; ``output_attentions=True`` adds one (B, H, 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadSelfAttention, extended_attention_mask
+from .checkpoint import Pretrained
 from .config import ModelConfig
 
 __all__ = [
@@ -46,30 +43,13 @@ __all__ = [
     "BertForPreTraining",
     "BertForSequenceClassification",
     "BertForTokenClassification",
+    "BertWithHead",
     "attention_modules",
     "count_parameters",
-    "CheckpointError",
-    "MissingFileError",
-    "checkpoint_config",
-    "file_error",
-    "read_json_file",
-    "read_weights_file",
-    "check_files",
-    "load_or_explain",
+    "check_inputs",
 ]
 
 IGNORE_INDEX = -100  # label value that the losses skip (as in transformers)
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model it is loaded into, or one of its files is damaged; the message says
-    what differs (or which file) and what to do."""
-
-
-class MissingFileError(CheckpointError, FileNotFoundError):
-    """A file that a checkpoint, tokenizer or fine-tuned model folder needs is not there."""
 
 
 @dataclass
@@ -93,50 +73,6 @@ def _activation(name: str):
     if name == "gelu_new":
         return lambda x: F.gelu(x, approximate="tanh")
     return F.relu
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Input checks: errors a learner can act on
-# ----------------------------------------------------------------------------------------------------------
-
-def check_inputs(config: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                 token_type_ids: torch.Tensor | None) -> None:
-    """Raise a ValueError that says what to do when the inputs do not fit the model."""
-    if not isinstance(input_ids, torch.Tensor):
-        raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}: "
-                        f"tokenize with return_tensors='pt'.")
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}: "
-                         f"add a batch axis with input_ids.unsqueeze(0).")
-    if input_ids.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int8):
-        raise TypeError(f"input_ids must hold integer token ids (torch.long), got {input_ids.dtype}.")
-    B, T = input_ids.shape
-    if T > config.max_position_embeddings:
-        raise ValueError(f"sequence length {T} is longer than max_position_embeddings="
-                         f"{config.max_position_embeddings} (the position table has that many rows): truncate "
-                         f"the input (tokenizer(..., truncation=True, max_length="
-                         f"{config.max_position_embeddings})) or build the model with a larger "
-                         f"max_position_embeddings.")
-    for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
-        if t is not None and tuple(t.shape) != (B, T):
-            raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has {(B, T)}: pass the "
-                             f"{name} the tokenizer returned for the same batch.")
-    if torch.compiler.is_compiling() or input_ids.numel() == 0:
-        return  # value checks need the data on the host; skip them inside a compiled graph
-    stats = [input_ids.min(), input_ids.max()]
-    if token_type_ids is not None:
-        stats += [token_type_ids.min(), token_type_ids.max()]
-    lo, hi, *types = torch.stack([s.long() for s in stats]).tolist()  # one device sync for all checks
-    if lo < 0 or hi >= config.vocab_size:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"input_ids contain the id {bad}, outside the vocabulary of {config.vocab_size} "
-                         f"(ids 0..{config.vocab_size - 1}): the tokenizer and the model disagree. Build the "
-                         f"model with vocab_size=len(tokenizer), e.g. "
-                         f"dataclasses.replace(P.model, vocab_size=len(tok)).")
-    if types and (types[0] < 0 or types[1] >= config.type_vocab_size):
-        bad = types[0] if types[0] < 0 else types[1]
-        raise ValueError(f"token_type_ids contain {bad}, but type_vocab_size={config.type_vocab_size} "
-                         f"allows segments 0..{config.type_vocab_size - 1} (0 = sentence A, 1 = sentence B).")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -242,253 +178,8 @@ class MaskedLMHead(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Saving and loading (shared by every model class)
+# Initialisation
 # ----------------------------------------------------------------------------------------------------------
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-# Damaged files. A run killed while writing, a full disk or a bad copy leaves a truncated or garbled file; the
-# libraries then fail with messages such as "invalid header length". Every loader goes through these helpers,
-# so the error names the file, says what is wrong with it and what to do (``remedy``: by default, re-run
-# what wrote the folder or delete it).
-
-def _remedy(folder: Path, remedy: str | None) -> str:
-    return remedy or (f"Re-run the command that wrote {folder} (or save it again with save_pretrained), "
-                      f"or delete that folder.")
-
-
-def _problem(exc: BaseException) -> str:
-    """An exception as one short line, for a message that stays one paragraph."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
-
-
-def file_error(path: str | os.PathLike, problem: str | None, remedy: str | None = None,
-               cause: BaseException | None = None) -> CheckpointError:
-    """The error for a file that cannot be used: which file, what is wrong (``None``: it is missing; ``cause``:
-    the library's exception, added in one line) and what to do (``remedy``)."""
-    path = Path(path)
-    if problem is None:
-        return MissingFileError(f"{path} is missing. {_remedy(path.parent, remedy)}")
-    if cause is not None:
-        problem = f"{problem}: {_problem(cause)}"
-    return CheckpointError(f"{path} is damaged ({problem}). {_remedy(path.parent, remedy)}")
-
-
-def read_json_file(path: str | os.PathLike, remedy: str | None = None) -> dict[str, Any]:
-    """A JSON object read from ``path``; a missing, truncated or non-JSON file raises a `CheckpointError`
-    that names it and says what to do (``remedy``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise file_error(path, None, remedy)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
-        raise file_error(path, "not valid JSON", remedy, exc) from None
-    if not isinstance(data, dict):
-        raise file_error(path, f"a JSON {type(data).__name__} where an object was expected", remedy)
-    return data
-
-
-def read_weights_file(path: str | os.PathLike, remedy: str | None = None,
-                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a missing, truncated or garbled one raises a `CheckpointError` that
-    names it and says what to do (``remedy``)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise file_error(path, None, remedy)
-    try:
-        return load_file(str(path), device=str(device))
-    except Exception as exc:  # safetensors reports a truncated file as SafetensorError ("incomplete metadata")
-        raise file_error(path, "not a readable safetensors file", remedy, exc) from None
-
-
-def _first_file_error(folder: Path, names: list[str], remedy: str | None) -> CheckpointError | None:
-    from safetensors import safe_open
-
-    for name in names:
-        path = folder / name
-        if not path.is_file():
-            return file_error(path, None, remedy)
-        try:
-            if name.endswith(".json"):
-                read_json_file(path, remedy)
-            elif name.endswith(".safetensors"):
-                with safe_open(str(path), framework="pt"):  # reads the header and checks the file's length
-                    pass
-        except CheckpointError as err:
-            return err
-        except Exception as exc:
-            return file_error(path, "not a readable safetensors file", remedy, exc)
-    return None
-
-
-def check_files(folder: str | os.PathLike, names: list[str], remedy: str | None = None) -> None:
-    """Raise the `CheckpointError` of the first of ``names`` in ``folder`` that is missing or unreadable (JSON
-    parsed, a safetensors header read and its length checked; other files only need to exist)."""
-    err = _first_file_error(Path(folder), list(names), remedy)
-    if err is not None:
-        raise err
-
-
-def load_or_explain(load, folder: str | os.PathLike, names: list[str], remedy: str | None = None,
-                    suspect: str | None = None):
-    """``load()`` (a library's loader reading ``folder``); if it fails, a `CheckpointError` that names the
-    missing or damaged file among ``names``, else ``suspect`` (the file the library was reading) or the folder."""
-    folder = Path(folder)
-    try:
-        return load()
-    except Exception as exc:
-        err = _first_file_error(folder, list(names), remedy)
-        if err is None and suspect is not None:
-            err = file_error(folder / suspect, "unreadable", remedy, exc)
-        if err is None:
-            err = CheckpointError(f"Could not load {folder} ({_problem(exc)}). {_remedy(folder, remedy)}")
-        raise err from exc
-
-
-def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    folder = Path(path)
-    if not (folder / CONFIG_NAME).is_file() and not (folder / WEIGHTS_NAME).is_file():
-        raise MissingFileError(f"{folder} is not a bertbook checkpoint: it needs {CONFIG_NAME} and "
-                               f"{WEIGHTS_NAME}, written by model.save_pretrained(folder). For a transformers "
-                               f"model use bertbook.hf.from_hf.")
-    meta = read_json_file(folder / CONFIG_NAME)
-    return meta, read_weights_file(folder / WEIGHTS_NAME)
-
-
-def checkpoint_config(folder: str | os.PathLike) -> ModelConfig:
-    """The ModelConfig a checkpoint folder was saved with (to build a model of its shape)."""
-    path = Path(folder) / CONFIG_NAME
-    if not path.is_file():
-        raise MissingFileError(f"{path} does not exist: is {folder} a folder written by save_pretrained?")
-    return ModelConfig.from_dict(read_json_file(path))
-
-
-SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size", "layer_norm_position")
-
-
-def _shape_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
-    return [f"{f}: checkpoint {getattr(a, f)} vs model {getattr(b, f)}" for f in SHAPE_FIELDS
-            if getattr(a, f) != getattr(b, f)]
-
-
-def _check_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Raise a CheckpointError listing missing, unexpected and mis-shaped tensors (nothing is loaded)."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            parts.append("different shapes: " + "; ".join(shapes[:5]))
-        if missing:
-            parts.append("missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-        if unexpected:
-            parts.append("unexpected: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
-        advice = ("Build the model from the checkpoint's own config (Class.from_pretrained(folder), "
-                  "bertbook.model.checkpoint_config(folder)) or load only the encoder with model.load_encoder(folder).")
-        if not shapes and unexpected and all("bert." + k in own for k in unexpected):
-            advice = "These are the weights of a bare encoder: load them with model.bert.load_state_dict(state)."
-        raise CheckpointError(f"The {where} does not fit this {type(module).__name__}: " + " | ".join(parts)
-                              + ". " + advice)
-
-
-def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], where: str, assign: bool = False) -> None:
-    """load_state_dict(strict) with a message that lists missing, unexpected and mis-shaped tensors
-    (``assign=True`` takes the tensors themselves, for a model built on the meta device)."""
-    _check_state(module, state, where)
-    nn.Module.load_state_dict(module, state, strict=True, assign=assign)
-
-
-class _PretrainedMixin:
-    """save_pretrained / from_pretrained / load_encoder for every model class (notebooks 05 and 06)."""
-
-    config: ModelConfig
-
-    def _head_kwargs(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """torch's load_state_dict; with ``strict`` (the default) a state dict of another shape is refused
-        with a message that lists what differs, before any weight is touched."""
-        if strict:
-            _check_state(self, state_dict, "state dict passed to load_state_dict")
-        return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)
-
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into ``folder`` (each file atomically)."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {"architecture": type(self).__name__, "format": "bertbook", **self.config.to_dict(),
-                **self._head_kwargs()}
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-        _atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
-        return folder
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, map_location: str | torch.device = "cpu"):
-        """Build the model from a folder written by ``save_pretrained`` of the same class."""
-        meta, state = _read_checkpoint(folder)
-        arch = meta.get("architecture")
-        if arch != cls.__name__:
-            raise CheckpointError(f"{folder} holds a {arch}, not a {cls.__name__}. To start a "
-                                  f"{cls.__name__} from its encoder, build it and call "
-                                  f"model.load_encoder({str(folder)!r}); or load it with {arch}.from_pretrained.")
-        config = ModelConfig.from_dict(meta)
-        model = cls(config, **{k: meta[k] for k in cls._head_keys() if k in meta})
-        _load_exact(model, state, f"checkpoint in {folder}")
-        return model.to(map_location)
-
-    @classmethod
-    def _head_keys(cls) -> tuple[str, ...]:
-        return ()
-
-    def load_encoder(self, folder: str | os.PathLike) -> list[str]:
-        """Load only the encoder (``.bert``) from a checkpoint of any bertbook model class (notebook 06).
-
-        The head keeps its fresh initialisation. A checkpoint without a pooler (a masked-LM model) leaves the
-        pooler as initialised; the names of such encoder tensors are returned (and printed). A checkpoint of
-        another shape is refused with a message naming the differences.
-        """
-        meta, state = _read_checkpoint(folder)
-        diffs = _shape_differences(ModelConfig.from_dict(meta), self.config)
-        if diffs:
-            raise CheckpointError(f"The checkpoint in {folder} has another shape than this model ("
-                                  + "; ".join(diffs) + "). Build the model with the checkpoint's own config, "
-                                  "bertbook.model.checkpoint_config(folder).")
-        prefix = "" if meta.get("architecture") == "BertModel" else "bert."
-        enc = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        own = self.bert.state_dict()
-        not_found = [k for k in own if k not in enc]
-        if any(not k.startswith("pooler.") for k in not_found):
-            raise CheckpointError(f"The checkpoint in {folder} lacks encoder tensors: {', '.join(not_found[:5])}.")
-        enc = {k: v for k, v in enc.items() if k in own}
-        merged = {**own, **enc}
-        _load_exact(self.bert, merged, f"checkpoint in {folder}")
-        if not_found:
-            print(f"load_encoder: {folder} has no pooler weights (a {meta.get('architecture')}); "
-                  f"the pooler keeps its fresh initialisation.")
-        return not_found
-
 
 def _init_weights(module: nn.Module, std: float) -> None:
     """BERT's initialisation: normal(0, 0.02) weights, zero biases, LayerNorm at identity."""
@@ -517,7 +208,7 @@ def _check_config(config: Any) -> ModelConfig:
 # The models
 # ----------------------------------------------------------------------------------------------------------
 
-class BertModel(_PretrainedMixin, nn.Module):
+class BertModel(Pretrained, nn.Module):
     """The BERT encoder: embeddings, L encoder layers and (optionally) the pooler (notebook 03)."""
 
     def __init__(self, config: ModelConfig, add_pooling_layer: bool = True) -> None:
@@ -530,6 +221,7 @@ class BertModel(_PretrainedMixin, nn.Module):
                            if config.layer_norm_position == "pre" else None)
         self.pooler = Pooler(config) if add_pooling_layer else None
         self.apply(lambda m: _init_weights(m, config.initializer_range))
+        self._values_checked = False  # see check_inputs: ids are range-checked on a GPU's first call only
 
     @property
     def bert(self) -> "BertModel":
@@ -555,7 +247,9 @@ class BertModel(_PretrainedMixin, nn.Module):
         if labels is not None:
             raise ValueError("BertModel has no head and takes no labels: use BertForMaskedLM, "
                              "BertForSequenceClassification or BertForTokenClassification.")
-        check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+        check_inputs(self.config, input_ids, attention_mask, token_type_ids,
+                     values=input_ids.device.type == "cpu" or not self._values_checked)
+        self._values_checked = True
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, D)
         # padding: 0 for real keys, the dtype's minimum for [PAD] keys, broadcast over heads and queries
         mask = None if attention_mask is None else extended_attention_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
@@ -577,7 +271,30 @@ class BertModel(_PretrainedMixin, nn.Module):
                            attentions=tuple(attentions) if attentions is not None else None)
 
 
-class BertForMaskedLM(_PretrainedMixin, nn.Module):
+class BertWithHead(Pretrained, nn.Module):
+    """A task model: the encoder ``self.bert`` and a head on its output (every model below).
+
+    They share one ``forward``: the encoder runs, then the subclass's ``head(out, labels, attention_mask,
+    **head_inputs)`` adds its logits and loss to the encoder's ``ModelOutput``. Keywords that only one head
+    knows (``masked_only``, ``sentence_label``) pass through ``head_inputs``.
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        **head_inputs: Any,
+    ) -> ModelOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
+                        output_hidden_states=output_hidden_states)
+        return self.head(out, labels, attention_mask, **head_inputs)
+
+
+class BertForMaskedLM(BertWithHead):
     """BERT with the masked-LM head (no pooler), as pretrained in notebook 05.
 
     ``masked_only=True`` computes the (N, V) logits only where ``labels != -100``: the same loss for a
@@ -591,18 +308,8 @@ class BertForMaskedLM(_PretrainedMixin, nn.Module):
         self.mlm = MaskedLMHead(config)
         self.mlm.apply(lambda m: _init_weights(m, config.initializer_range))
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        masked_only: bool = False,
-    ) -> ModelOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+    def head(self, out: ModelOutput, labels: torch.Tensor | None, attention_mask: torch.Tensor | None,
+             masked_only: bool = False) -> ModelOutput:
         out.logits, out.loss = _mlm_logits_and_loss(self.mlm, self.bert, out.last_hidden_state, labels, masked_only)
         return out
 
@@ -628,7 +335,7 @@ def _mlm_logits_and_loss(head: MaskedLMHead, bert: BertModel, hidden: torch.Tens
     return logits, loss
 
 
-class BertForPreTraining(_PretrainedMixin, nn.Module):
+class BertForPreTraining(BertWithHead):
     """BERT with both pretraining heads: masked LM and a sentence-level classifier on the pooled [CLS].
 
     ``num_sentence_labels`` is 2 for next-sentence prediction (Devlin et al. 2019) and sentence-order
@@ -655,19 +362,8 @@ class BertForPreTraining(_PretrainedMixin, nn.Module):
     def _head_keys(cls) -> tuple[str, ...]:
         return ("num_sentence_labels",)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        sentence_label: torch.Tensor | None = None,
-        masked_only: bool = False,
-    ) -> ModelOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+    def head(self, out: ModelOutput, labels: torch.Tensor | None, attention_mask: torch.Tensor | None,
+             sentence_label: torch.Tensor | None = None, masked_only: bool = False) -> ModelOutput:
         out.logits, out.mlm_loss = _mlm_logits_and_loss(self.mlm, self.bert, out.last_hidden_state, labels,
                                                         masked_only)
         out.sentence_logits = self.sentence_classifier(out.pooler_output)  # (B, num_sentence_labels)
@@ -678,7 +374,7 @@ class BertForPreTraining(_PretrainedMixin, nn.Module):
         return out
 
 
-class _Classifier(_PretrainedMixin, nn.Module):
+class _Classifier(BertWithHead):
     """What the sequence and token classifiers share: the encoder, dropout and a Linear layer to the labels."""
 
     def __init__(self, config: ModelConfig, num_labels: int, classifier_dropout: float | None,
@@ -741,17 +437,7 @@ class BertForSequenceClassification(_Classifier):
         m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1): 1 for real tokens
         return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, D)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-    ) -> ModelOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+    def head(self, out: ModelOutput, labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> ModelOutput:
         out.logits = self.classifier(self.dropout(self.text_vector(out, attention_mask)))  # (B, D) -> (B, labels)
         if labels is not None:
             if self.num_labels == 1:
@@ -771,17 +457,7 @@ class BertForTokenClassification(_Classifier):
     def __init__(self, config: ModelConfig, num_labels: int, classifier_dropout: float | None = None) -> None:
         super().__init__(config, num_labels, classifier_dropout, add_pooling_layer=False)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-    ) -> ModelOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+    def head(self, out: ModelOutput, labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> ModelOutput:
         out.logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, D) -> (B, T, num_labels)
         if labels is not None:
             if labels.shape != out.logits.shape[:2]:
@@ -833,3 +509,52 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         if head:
             add("task head", head)
     return groups
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Input checks: errors a learner can act on
+# ----------------------------------------------------------------------------------------------------------
+
+def check_inputs(config: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 token_type_ids: torch.Tensor | None, values: bool = True) -> None:
+    """Raise a ValueError that says what to do when the inputs do not fit the model.
+
+    Shapes and dtypes are always checked (free: no data is read). ``values=True`` also checks that every id
+    is inside the vocabulary and the segment table: a min and a max, read back in one transfer. On the CPU
+    that costs nothing; on a GPU it would stall every step, so ``BertModel`` checks values there only on
+    its first call (a tokenizer that does not match the model shows up on the first batch)."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}: "
+                        f"tokenize with return_tensors='pt'.")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}: "
+                         f"add a batch axis with input_ids.unsqueeze(0).")
+    if input_ids.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise TypeError(f"input_ids must hold integer token ids (torch.long), got {input_ids.dtype}.")
+    B, T = input_ids.shape
+    if T > config.max_position_embeddings:
+        raise ValueError(f"sequence length {T} is longer than max_position_embeddings="
+                         f"{config.max_position_embeddings} (the position table has that many rows): truncate "
+                         f"the input (tokenizer(..., truncation=True, max_length="
+                         f"{config.max_position_embeddings})) or build the model with a larger "
+                         f"max_position_embeddings.")
+    for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+        if t is not None and tuple(t.shape) != (B, T):
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has {(B, T)}: pass the "
+                             f"{name} the tokenizer returned for the same batch.")
+    if not values or torch.compiler.is_compiling() or input_ids.numel() == 0:
+        return  # value checks need the data on the host; skip them inside a compiled graph
+    stats = [input_ids.min(), input_ids.max()]
+    if token_type_ids is not None:
+        stats += [token_type_ids.min(), token_type_ids.max()]
+    lo, hi, *types = torch.stack([s.long() for s in stats]).tolist()  # one device sync for all checks
+    if lo < 0 or hi >= config.vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"input_ids contain the id {bad}, outside the vocabulary of {config.vocab_size} "
+                         f"(ids 0..{config.vocab_size - 1}): the tokenizer and the model disagree. Build the "
+                         f"model with vocab_size=len(tokenizer), e.g. "
+                         f"dataclasses.replace(P.model, vocab_size=len(tok)).")
+    if types and (types[0] < 0 or types[1] >= config.type_vocab_size):
+        bad = types[0] if types[0] < 0 else types[1]
+        raise ValueError(f"token_type_ids contain {bad}, but type_vocab_size={config.type_vocab_size} "
+                         f"allows segments 0..{config.type_vocab_size - 1} (0 = sentence A, 1 = sentence B).")

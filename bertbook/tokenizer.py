@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import MissingFileError, load_or_explain, read_json_file
 from .config import Preset, get_preset
 from .paths import artifacts_dir
 
@@ -37,7 +38,6 @@ __all__ = [
     "tokenizer_stats",
     "wordpiece_word",
     "explorer_rows",
-    "explorer",
 ]
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, in this order
@@ -145,10 +145,8 @@ def save_tokenizer(tokenizer, folder: str | os.PathLike) -> Path:
 
 def load_tokenizer(folder: str | os.PathLike, remedy: str | None = None):
     """Load a tokenizer saved by ``save_tokenizer`` (a `transformers.PreTrainedTokenizerFast`). A damaged
-    file raises a `bertbook.model.CheckpointError` naming it; ``remedy`` is what its message says to do."""
+    file raises a `bertbook.checkpoint.CheckpointError` naming it; ``remedy`` is what its message says to do."""
     from transformers import PreTrainedTokenizerFast
-
-    from .model import MissingFileError, load_or_explain
 
     folder = Path(folder)
     if not (folder / _TOKENIZER_FILE).is_file():
@@ -168,8 +166,6 @@ def tokenizer_dir(preset: Preset) -> Path:
 
 def _check_settings(folder: Path, settings: dict) -> None:
     """Refuse a saved tokenizer trained with other settings (corpus, size) than the preset asks for."""
-    from .model import read_json_file
-
     saved = folder / _SETTINGS_FILE
     remedy = f"Delete the folder {folder}: get_tokenizer(P) then trains a new tokenizer (notebook 01)."
     made_with = read_json_file(saved, remedy) if saved.is_file() else settings  # older folders: trusted
@@ -281,23 +277,3 @@ def explorer_rows(tokenizers: dict, text: str) -> list[tuple[str, str, str, str]
     return out
 
 
-def explorer(tokenizers: dict, text: str = "Tokenization splits unbelievably rare words into pieces."):
-    """An ipywidgets panel: type text, see each tokenizer's pieces, ids and unknowns (notebook 01)."""
-    import html
-
-    import ipywidgets as widgets
-
-    box = widgets.Textarea(value=text, description="text", layout=widgets.Layout(width="95%", height="60px"))
-    out = widgets.HTML()
-
-    def update(_=None) -> None:
-        cells = "".join(
-            f"<tr><td><b>{html.escape(n)}</b></td><td style='text-align:left'>{html.escape(p)}</td>"
-            f"<td style='text-align:left;font-size:80%'>{html.escape(i)}</td><td>{html.escape(s)}</td></tr>"
-            for n, p, i, s in explorer_rows(tokenizers, box.value))
-        out.value = ("<table><tr><th>tokenizer</th><th>word pieces ([UNK] in brackets)</th><th>ids</th>"
-                     f"<th></th></tr>{cells}</table>")
-
-    box.observe(update, names="value")
-    update()
-    return widgets.VBox([box, out])

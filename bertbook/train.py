@@ -13,9 +13,7 @@ make small budgets work (Liu et al. 2019, RoBERTa; Geiping & Goldstein 2023, Cra
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -23,19 +21,25 @@ import os
 import pickle
 import random
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .config import SCHEDULES
+from .checkpoint import CheckpointError, file_error, read_json_file, read_weights_file
+from .config import SCHEDULES, get_preset
+from .corpus import EVAL_SETS, PretrainData, corpus_cache, eval_batches, eval_text, example_seed, tokenizer_hash
+from .course import machine
+from .masking import MaskVocab, num_sentence_labels
+from .model import BertForPreTraining
+from .paths import artifacts_dir
+from .tokenizer import get_tokenizer, load_tokenizer
+from .utils import autocast, autocast_dtype, eval_mode, replace_folder
 
 __all__ = [
     "param_groups",
@@ -43,7 +47,7 @@ __all__ = [
     "lr_factor",
     "make_scheduler",
     "autocast_dtype",
-    "evaluate",
+    "evaluate_mlm",
     "unigram_baseline",
     "TrainingDiverged",
     "save_checkpoint",
@@ -63,18 +67,6 @@ __all__ = [
     "pretrain",
     "get_pretrained",
     "fill_mask",
-    "live_plot",
-    "experiment_length",
-    "experiment_settings",
-    "run_experiment",
-    "plot_runs",
-    "experiment_panel",
-    "model_flops_per_token",
-    "compute_estimate",
-    "check_warmup_linear",
-    "check_no_decay",
-    "solutions",
-    "cli_pretrain",
 ]
 
 
@@ -157,37 +149,25 @@ def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_st
 # ---------------------------------------------------------------------------------------------------------
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``pretrain.precision``: bf16 ('auto' only on a GPU that supports it), or
-    None for plain fp32."""
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device | str = "cpu",
-             dtype: torch.dtype | None = None) -> dict[str, float]:
+def evaluate_mlm(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None) -> dict[str, float]:
     """Masked-LM loss, accuracy and perplexity (exp of the loss) over fixed batches (notebook 05).
 
     Every masked token counts equally (a token-weighted mean over all batches).
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     total_loss, correct, count = 0.0, 0, 0
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "labels")}
-        with autocast(device, dtype):
-            out = model(**batch, masked_only=True)
-        target = batch["labels"][batch["labels"] != -100]  # (N,)
-        logits = out.logits.float()  # (N, V)
-        total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(-1) == target).sum())
-        count += int(target.numel())
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "labels")}
+            with autocast(device, dtype):
+                out = model(**batch, masked_only=True)
+            target = batch["labels"][batch["labels"] != -100]  # (N,)
+            logits = out.logits.float()  # (N, V)
+            total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(-1) == target).sum())
+            count += int(target.numel())
     loss = total_loss / max(count, 1)
     return {"loss": loss, "accuracy": correct / max(count, 1), "perplexity": math.exp(min(loss, 50.0)),
             "tokens": count}
@@ -197,7 +177,7 @@ def unigram_baseline(train_ids, batches: list[dict[str, torch.Tensor]], vocab_si
     """The held-out numbers of a model that ignores the context (notebook 05): at every masked position it
     predicts how often each token occurs in the training ids (add-one smoothed), so its top guess is always
     the most frequent token. A pretraining run first falls to about this loss and can sit near it for a
-    long while (the plateau) before it learns to use the context. Same batches, same keys as `evaluate`."""
+    long while (the plateau) before it learns to use the context. Same batches, same keys as `evaluate_mlm`."""
     counts = torch.from_numpy(np.bincount(np.asarray(train_ids), minlength=vocab_size))
     log_p = torch.log((counts[:vocab_size].double() + 1.0) / (counts[:vocab_size].sum() + vocab_size))
     target = torch.cat([b["labels"][b["labels"] != -100] for b in batches])
@@ -226,11 +206,11 @@ class TrainingDiverged(RuntimeError):
         self.what, self.value, self.lr = what, value, lr  # which number, its value, the learning rate
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_settings(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_settings(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
     return out
@@ -274,12 +254,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, optimizer, sched
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng_states}, tmp / STATE_FILE)
     (tmp / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    return replace_folder(tmp, final, keep_old=old)
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
@@ -300,7 +275,6 @@ def _restart_advice(checkpoint: Path) -> str:
 
 def read_run(checkpoint: Path) -> dict:
     """The ``pretrain.json`` of a checkpoint: preset, step, finished flag and history."""
-    from .model import read_json_file
 
     return read_json_file(Path(checkpoint) / RUN_FILE, _restart_advice(checkpoint))
 
@@ -309,7 +283,6 @@ def load_training_state(checkpoint: Path) -> dict:
     """A checkpoint's optimizer, scheduler and random states (``training_state.pt``), read with
     ``torch.load(weights_only=True)``: the file holds only tensors, numbers, strings, lists and dicts, so
     loading it runs no code from it, whoever wrote it. A missing or damaged file raises a CheckpointError."""
-    from .model import file_error
 
     path = Path(checkpoint) / STATE_FILE
     advice = _restart_advice(checkpoint)
@@ -327,15 +300,13 @@ def load_training_state(checkpoint: Path) -> dict:
 
 def check_resumable(saved: dict, preset, tokenizer_hash: str, where: Path) -> None:
     """Refuse to resume a checkpoint made with another configuration, naming every difference."""
-    old, new = _flatten(saved["preset"]), _flatten(preset.to_dict())
+    old, new = flatten_settings(saved["preset"]), flatten_settings(preset.to_dict())
     diffs = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new))
              if k not in RESUMABLE_CHANGES and k not in ("name", "description") and not k.startswith("finetune.")
              and old.get(k) != new.get(k)]
     if saved.get("tokenizer") != tokenizer_hash:
         diffs.append("the tokenizer differs (it was retrained since)")
     if diffs:
-        from .model import CheckpointError
-
         raise CheckpointError(f"The checkpoint in {where} was trained with another configuration, so it cannot "
                               f"be resumed: " + "; ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
                               + ". Resume it with the same preset and settings, or start a new run in another "
@@ -394,8 +365,6 @@ def build_model(preset, vocab_size: int):
     """The model pretrained by notebook 05: ``BertForPreTraining`` sized by the preset, with the tokenizer's
     vocabulary size (and no dropout when ``pretrain.dropout`` is off). Without a sentence objective the pooler and sentence head get no gradient, so they are
     frozen (and left out of the optimizer)."""
-    from .masking import num_sentence_labels
-    from .model import BertForPreTraining
 
     objective = preset.pretrain.sentence_objective
     config = dataclasses.replace(preset.model, vocab_size=vocab_size)
@@ -443,11 +412,6 @@ def _rank0_first(world: int, rank: int, fn: Callable):
     if rank != 0:
         result = fn()
     return result
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for plain fp32 (dtype None)."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def train_step(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
@@ -530,14 +494,12 @@ def _open_run(P, run_dir: Path, resume: bool, init_from: str | os.PathLike | Non
     """The tokenizer (the preset's, or that of the checkpoint the run starts from) and the run's saved
     record when it resumes (None for a new run). Refuses to overwrite a checkpoint or to resume another
     configuration."""
-    from .corpus import _tokenizer_hash
-    from .tokenizer import get_tokenizer, load_tokenizer
 
     if init_from is not None:
         tok = _rank0_first(world, rank, lambda: load_tokenizer(Path(init_from)))
     else:
         tok = _rank0_first(world, rank, lambda: get_tokenizer(P))
-    tok_hash = _tokenizer_hash(tok)
+    tok_hash = tokenizer_hash(tok)
     ckpt = _rank0_first(world, rank, lambda: find_checkpoint(run_dir))  # rank 0 repairs a half-done swap
     if ckpt is not None and not resume:
         step = read_run(ckpt)["step"]
@@ -556,7 +518,6 @@ def _training_objects(P, vocab_size: int, dev: torch.device, clock: Clock, init_
     torch.manual_seed(pc.seed)
     model = build_model(P, vocab_size).to(dev)
     if init_from is not None:  # continued pretraining (e.g. books, then reviews): weights only, fresh optimizer
-        from .model import read_weights_file
 
         folder = Path(init_from)
         model.load_state_dict(read_weights_file(folder / "model.safetensors", _restart_advice(folder), device=dev))
@@ -574,9 +535,6 @@ def start_run(P, run_dir: Path, resume: bool = False, init_from: str | os.PathLi
               callback: Callable[[dict], None] | None = None, tensorboard: bool = False) -> Run | History:
     """Everything :func:`pretrain` needs: tokenizer, data, held-out batches, model, optimizer, schedule,
     restored from the checkpoint when resuming. Returns the finished run's History if there is nothing to do."""
-    from .corpus import EVAL_SETS, PretrainData, corpus_cache, eval_batches, eval_text, example_seed
-    from .masking import MaskVocab
-    from .model import read_weights_file
 
     pc = P.pretrain
     rank, world, local = _init_distributed()
@@ -647,7 +605,7 @@ def evaluate_run(run: Run, step: int) -> None:
     if not run.main:
         return
     for name, batches in run.eval_sets.items():
-        record = {"kind": "eval", "step": step, "name": name, **evaluate(run.model, batches, run.device, run.dtype)}
+        record = {"kind": "eval", "step": step, "name": name, **evaluate_mlm(run.model, batches, run.device, run.dtype)}
         run.history.eval.append(record)
         report(run, record)
     if not run.progress:
@@ -659,7 +617,6 @@ def evaluate_run(run: Run, step: int) -> None:
 
 def run_record(run: Run, step: int, finished: bool) -> dict:
     """The checkpoint's ``pretrain.json``: preset, progress, tokens, machine and history."""
-    from .course import machine
 
     budget = run.P.pretrain.time_budget_s
     return {"preset": run.P.to_dict(), "step": step, "finished": finished,
@@ -734,9 +691,6 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
     """
     from tqdm.auto import tqdm
 
-    from .config import get_preset
-    from .paths import artifacts_dir
-
     P = preset or get_preset()
     P = P.override(**{"pretrain.time_budget_s": float(P.pretrain.time_budget_s if time_budget_s is None
                                                        else time_budget_s)})
@@ -800,8 +754,6 @@ def get_pretrained(preset=None) -> Path:
     """The folder of the preset's pretraining checkpoint (``artifacts/<preset>/pretrain/checkpoint``), for
     ``BertForPreTraining.from_pretrained`` and ``model.load_encoder``. If there is none (or it is
     unfinished), pretrain now on the preset, which notebook 05 does step by step."""
-    from .config import get_preset
-    from .paths import artifacts_dir
 
     P = preset or get_preset()
     run_dir = artifacts_dir(P.name, "pretrain")
@@ -815,7 +767,7 @@ def get_pretrained(preset=None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 5. Using and watching the model: fill-mask, a live loss plot
+# 5. Using the model: fill-mask
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -827,10 +779,8 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 5) -> list[li
                          f"e.g. 'It is a truth universally {tokenizer.mask_token}.'")
     device = next(model.parameters()).device
     enc = tokenizer(text, return_tensors="pt")
-    was_training = model.training
-    model.eval()
-    out = model(input_ids=enc["input_ids"].to(device), token_type_ids=enc["token_type_ids"].to(device))
-    model.train(was_training)
+    with eval_mode(model):
+        out = model(input_ids=enc["input_ids"].to(device), token_type_ids=enc["token_type_ids"].to(device))
     where = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
     probs = out.logits[0, where].float().softmax(-1)  # (M, V)
     top = probs.topk(top_k, dim=-1)
@@ -838,412 +788,3 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 5) -> list[li
             for ids, ps in zip(top.indices, top.values)]
 
 
-def live_plot(title: str = "pretraining", every_s: float = 1.0) -> Callable[[dict], None]:
-    """A callback for :func:`pretrain` that redraws the training and held-out loss while it runs, at most
-    every ``every_s`` seconds and after every evaluation (notebook 05).
-
-    ``callback.show(history)`` draws a whole run from its :class:`History`: call it after ``pretrain``
-    returns, so that a run loaded finished from disk (no callback is called then) or resumed after an
-    interruption shows all of its curve."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    plt.close(fig)  # shown through the display handle only
-    handle = display(fig, display_id=True)
-    steps, losses, evals = [], [], {}
-    last = [0.0]
-
-    def draw() -> None:
-        ax.clear()
-        ax.plot(steps, losses, lw=1, alpha=0.8, label="training loss")
-        for name, (s, v) in evals.items():
-            ax.plot(s, v, "o-", ms=4, label=f"held-out ({name})")
-        ax.set_xlabel("step")
-        ax.set_ylabel("MLM loss (nats)")
-        ax.set_title(title)
-        ax.legend(loc="upper right", fontsize=8)
-        if handle is not None:
-            handle.update(fig)
-        last[0] = time.perf_counter()
-
-    def callback(record: dict) -> None:
-        if record["kind"] == "train":
-            steps.append(record["step"])
-            losses.append(record["mlm_loss"])
-            if time.perf_counter() - last[0] >= every_s:
-                draw()
-        else:
-            s, v = evals.setdefault(record["name"], ([], []))
-            s.append(record["step"])
-            v.append(record["loss"])
-            draw()
-
-    def show(history: History) -> None:
-        steps[:] = [r["step"] for r in history.train]
-        losses[:] = [r["mlm_loss"] for r in history.train]
-        evals.clear()
-        for r in history.eval:
-            s, v = evals.setdefault(r["name"], ([], []))
-            s.append(r["step"])
-            v.append(r["loss"])
-        draw()
-
-    callback.figure, callback.show = fig, show
-    return callback
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 6. Short experiments and the hyperparameter panel
-# ---------------------------------------------------------------------------------------------------------
-
-
-def experiment_length(preset) -> dict:
-    """How long a short experiment runs when no number of steps is given: a tenth of the preset's time
-    budget if it has one, else a tenth of its ``max_steps`` (at least 10). Returns preset overrides."""
-    p = preset.pretrain
-    if p.time_budget_s:
-        return {"pretrain.time_budget_s": p.time_budget_s / 10}
-    return {"pretrain.max_steps": min(p.max_steps, max(10, round(p.max_steps / 10))), "pretrain.time_budget_s": 0.0}
-
-
-def experiment_settings(preset, learning_rate: float | None = None, mask_prob: float | None = None,
-                        layers: int | None = None, heads: int | None = None, width: int | None = None,
-                        steps: int | None = None, sentence_objective: str | None = None) -> dict:
-    """The preset overrides for a short experiment (the logic behind :func:`experiment_panel`).
-
-    Validated against the preset (an impossible combination raises ``ConfigError`` saying what to change);
-    the feed-forward width follows the width (4x, as in BERT). Returns ``{"group.field": value}``.
-    """
-    from .config import ConfigError
-
-    changes: dict = {}
-    if learning_rate is not None:
-        changes["pretrain.learning_rate"] = float(learning_rate)
-    if mask_prob is not None:
-        changes["pretrain.mask_prob"] = float(mask_prob)
-    if layers is not None:
-        changes["model.num_hidden_layers"] = int(layers)
-    if heads is not None:
-        changes["model.num_attention_heads"] = int(heads)
-    if width is not None:
-        changes["model.hidden_size"] = int(width)
-        changes["model.intermediate_size"] = 4 * int(width)
-    if steps:  # None or 0: the default length (experiment_length)
-        changes["pretrain.max_steps"] = int(steps)
-        changes["pretrain.time_budget_s"] = 0.0
-    if sentence_objective is not None:
-        changes["pretrain.sentence_objective"] = sentence_objective
-    preset.override(**changes)  # raises ConfigError with the reason if the combination is impossible
-    steps = changes.get("pretrain.max_steps", 0)
-    if steps > preset.pretrain.max_steps:
-        raise ConfigError(f"{steps} steps is more than this preset's whole run ({preset.pretrain.max_steps}): a "
-                          f"short experiment should be shorter. Use pretrain() for long runs.")
-    return changes
-
-
-def _describe(changes: dict) -> str:
-    short = {"pretrain.learning_rate": "lr", "pretrain.mask_prob": "mask", "model.num_hidden_layers": "L",
-             "model.num_attention_heads": "A", "model.hidden_size": "H", "pretrain.max_steps": "steps",
-             "pretrain.sentence_objective": "obj"}
-    parts = [f"{short[k]}={v:g}" if isinstance(v, float) else f"{short[k]}={v}"
-             for k, v in changes.items() if k in short]
-    return ", ".join(parts) or "preset defaults"
-
-
-def run_experiment(preset, label: str | None = None, **settings) -> dict:
-    """Pretrain briefly with some settings changed (keywords of :func:`experiment_settings`; by default
-    :func:`experiment_length`) and return ``{"label", "settings", "history"}`` (notebooks 04 and 05).
-    Each run evaluates at its end; a finished run with the same settings is reused from
-    ``artifacts/<preset>/experiments``."""
-    from .paths import artifacts_dir
-
-    changes = experiment_settings(preset, **settings)
-    length = {} if "pretrain.max_steps" in changes else experiment_length(preset)
-    P = preset.override(**{**length, **changes})
-    P = P.override(**{"pretrain.eval_every": P.pretrain.max_steps, "pretrain.checkpoint_every": P.pretrain.max_steps})
-    key = hashlib.sha256(json.dumps(_flatten(P.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    history = pretrain(P, artifacts_dir(P.name, "experiments", key), resume=True, progress=False, verbose=False)
-    return {"label": label or _describe(changes), "settings": changes, "history": history}
-
-
-def plot_runs(runs: list[dict], ax=None, smooth: int = 5):
-    """Overlay the training-loss curves of several runs (moving average over ``smooth`` steps) with their
-    final held-out loss as a dot (notebook 05). Returns the matplotlib Axes."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 3.6))
-    for i, run in enumerate(runs):
-        h = run["history"]
-        steps = np.array([r["step"] for r in h.train])
-        loss = np.array([r["mlm_loss"] for r in h.train])
-        k = max(1, min(smooth, len(loss)))
-        curve = np.convolve(loss, np.ones(k) / k, mode="valid")
-        (line,) = ax.plot(steps[k - 1:], curve, lw=1.5, label=run["label"], color=f"C{i % 10}")
-        ev = h.last_eval("gutenberg")
-        if ev is not None:
-            ax.plot([ev["step"]], [ev["loss"]], "o", color=line.get_color())
-    ax.set_xlabel("step")
-    ax.set_ylabel("MLM loss (nats)")
-    ax.set_title("training loss (lines), held-out loss at the end (dots)")
-    ax.legend(fontsize=8)
-    return ax
-
-
-def experiment_panel(preset, runs: list[dict] | None = None):
-    """Sliders for learning rate, mask rate, layers, heads, width, steps and sentence objective; the button
-    runs a short experiment and overlays its curve on the earlier ones (notebook 05). A line above the
-    plot says what the panel is showing: no runs yet, settings changed and waiting for the button, the
-    last result, or why an experiment cannot run."""
-    import html
-
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    from .config import ConfigError
-
-    runs = runs if runs is not None else []
-    m, p = preset.model, preset.pretrain
-    style = {"description_width": "110px"}
-    lr = widgets.FloatLogSlider(value=p.learning_rate, base=10, min=-5, max=-1, step=0.25,
-                                description="learning rate", readout_format=".1e", style=style)
-    mask = widgets.FloatSlider(value=p.mask_prob, min=0.05, max=0.8, step=0.05, description="mask rate",
-                               style=style)
-    layers = widgets.IntSlider(value=m.num_hidden_layers, min=1, max=max(12, m.num_hidden_layers),
-                               description="layers", style=style)
-    heads = widgets.IntSlider(value=m.num_attention_heads, min=1, max=16, description="heads", style=style)
-    width = widgets.IntSlider(value=m.hidden_size, min=16, max=max(768, m.hidden_size), step=16,
-                              description="width", style=style)
-    steps = widgets.IntSlider(value=0, min=0, max=p.max_steps, step=5, description="steps (0: auto)",
-                              style=style)  # 0: a tenth of the preset's steps or time budget
-    objective = widgets.Dropdown(options=["none", "nsp", "sop", "msc"], value=p.sentence_objective,
-                                 description="sentence obj.", style=style)
-    button = widgets.Button(description="run experiment", button_style="primary")
-    clear = widgets.Button(description="clear runs")
-    status = widgets.HTML()
-    status.add_class("bertbook-experiment-status")
-    out = widgets.Output()
-    out.add_class("bertbook-experiment-plot")
-
-    def redraw(message: str = "") -> None:
-        if not message and not runs:
-            message = "No runs yet: choose the settings and press <b>run experiment</b>."
-        status.value = message
-        # wait=True keeps the old figure until the new one arrives; with nothing to draw it would stay forever
-        out.clear_output(wait=bool(runs))
-        if runs:
-            with out:
-                fig, ax = plt.subplots(figsize=(6.4, 3.6))
-                plot_runs(runs, ax)
-                display(fig)
-                plt.close(fig)
-
-    def on_change(_=None) -> None:
-        if not button.disabled:
-            status.value = ("<b>Settings changed</b>: press <b>run experiment</b> to train with them "
-                            + ("(the curves below are earlier runs)." if runs else "."))
-
-    def on_run(_=None) -> None:
-        button.disabled = True
-        try:
-            status.value = "training ..."
-            run = run_experiment(preset, learning_rate=lr.value, mask_prob=mask.value, layers=layers.value,
-                                 heads=heads.value, width=width.value, steps=steps.value,
-                                 sentence_objective=objective.value)
-            runs.append(run)
-            ev = run["history"].last_eval("gutenberg")
-            redraw(html.escape(f"{run['label']}: held-out loss {ev['loss']:.3f}, accuracy {ev['accuracy']:.1%}"))
-        except (ConfigError, ValueError) as exc:
-            redraw(html.escape(f"Cannot run this experiment: {exc}"))
-        finally:
-            button.disabled = False
-
-    def on_clear(_=None) -> None:
-        runs.clear()
-        redraw()
-
-    for control in (lr, mask, layers, heads, width, steps, objective):
-        control.observe(on_change, names="value")
-    button.on_click(on_run)
-    clear.on_click(on_clear)
-    redraw()
-    panel = widgets.VBox([widgets.HBox([widgets.VBox([lr, mask, steps, objective]),
-                                        widgets.VBox([layers, heads, width])]),
-                          widgets.HBox([button, clear]), status, out])
-    panel.add_class("bertbook-experiment-panel")
-    return panel
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 7. What it costs: about 6 x parameters x tokens
-# ---------------------------------------------------------------------------------------------------------
-
-
-def model_flops_per_token(config, seq_len: int, mask_prob: float = 0.15, masked_only: bool = True) -> float:
-    """Training FLOPs per token (forward + backward = 3 x forward; a multiply-add is 2 FLOPs):
-    6 x the weights every token passes through (Kaplan et al. 2020), plus 12 L T d for the attention
-    scores and their weighted sums (as in PaLM's utilisation count, Chowdhery et al. 2022), plus the
-    vocabulary-sized output layer at the predicted positions only (``masked_only``) or at all of them."""
-    D, L, V, F_ = config.hidden_size, config.num_hidden_layers, config.vocab_size, config.intermediate_size
-    per_layer = 4 * D * D + 2 * D * F_  # Q, K, V, output projections and the feed-forward
-    encoder = 6 * L * per_layer + 6 * L * 2 * seq_len * D  # weights, then QK^T and attention x V
-    head = 6 * (D * D + D * V)  # transform + tied output layer
-    return encoder + head * (mask_prob if masked_only else 1.0)
-
-
-def compute_estimate(preset, vocab_size: int | None = None, flops_per_s: float | None = None) -> dict:
-    """Parameters, training tokens and FLOPs of a preset's pretraining for ``max_steps`` steps (about 6 x
-    parameters x tokens), and the time it takes at ``flops_per_s`` sustained FLOP/s (notebook 05). A
-    time-budgeted preset stops at its budget, so for it these are upper bounds."""
-    cfg = preset.model if vocab_size is None else dataclasses.replace(preset.model, vocab_size=vocab_size)
-    with torch.device("meta"):
-        model = build_model(dataclasses.replace(preset, model=cfg), cfg.vocab_size)
-    n_params = sum(p.numel() for p in model.parameters())
-    pc = preset.pretrain
-    tokens = pc.max_steps * pc.batch_size * pc.grad_accum_steps * pc.seq_len
-    flops = model_flops_per_token(cfg, pc.seq_len, pc.mask_prob) * tokens
-    out = {"parameters": n_params, "tokens": tokens, "flops": flops, "flops_6nd": 6 * n_params * tokens,
-           "flops_per_token": model_flops_per_token(cfg, pc.seq_len, pc.mask_prob),
-           "time_budget_s": pc.time_budget_s}  # with a budget, max_steps (and so ``tokens``) is an upper bound
-    if flops_per_s:
-        out["seconds"] = flops / flops_per_s
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 8. Exercises of notebook 05, with checkers (solutions in ``solutions``: try first!)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _warmup_linear(step: int, warmup_steps: int, total_steps: int) -> float:
-    if step < warmup_steps:
-        return step / warmup_steps
-    return max(0.0, (total_steps - step) / (total_steps - warmup_steps))
-
-
-def _no_decay_names(model: nn.Module) -> set[str]:
-    names = set()
-    for module_name, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            if isinstance(module, nn.LayerNorm) or name == "bias":
-                names.add(f"{module_name}.{name}" if module_name else name)
-    return names
-
-
-solutions = SimpleNamespace(warmup_linear=_warmup_linear, no_decay_names=_no_decay_names)
-
-
-def check_warmup_linear(fn: Callable[[int, int, int], float], raise_on_error: bool = True) -> bool:
-    """Check ``fn(step, warmup_steps, total_steps) -> factor``: linear warmup from 0 to 1, then linear decay
-    to 0 at ``total_steps`` (notebook 05, exercise 1)."""
-    from .masking import _call, _check
-
-    def tests() -> int:
-        n = 0
-        for warmup, total in ((10, 100), (1, 7), (0, 20), (30, 31)):
-            for step in range(total + 1):
-                got, want = _call(fn, step, warmup, total), _warmup_linear(step, warmup, total)
-                n += 1
-                if got is None:
-                    raise AssertionError("your function returned None: return a float between 0 and 1.")
-                if abs(float(got) - want) > 1e-9:
-                    raise AssertionError(f"at step {step} of {total} with {warmup} warmup steps the factor is "
-                                         f"{want:.4f}, got {float(got):.4f}"
-                                         + (" (warmup_steps=0 means no warmup)" if warmup == 0 else "") + ".")
-        return n
-
-    return _check("warmup + linear decay", tests, raise_on_error)
-
-
-def check_no_decay(fn: Callable[[nn.Module], set], raise_on_error: bool = True) -> bool:
-    """Check ``fn(model) -> set of parameter names`` that get no weight decay: every bias and every
-    LayerNorm parameter (notebook 05, exercise 2)."""
-    from .config import ModelConfig
-    from .masking import _call, _check
-    from .model import BertForMaskedLM
-
-    def tests() -> int:
-        model = BertForMaskedLM(ModelConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2,
-                                            num_attention_heads=2, intermediate_size=16,
-                                            max_position_embeddings=16))
-        got, want = _call(fn, model), _no_decay_names(model)
-        if got is None:
-            raise AssertionError("your function returned None: return a set of names from "
-                                 "model.named_parameters().")
-        got = set(got)
-        missing, extra = sorted(want - got), sorted(got - want)
-        if missing:
-            raise AssertionError(f"{len(missing)} parameters should not decay but are missing, e.g. {missing[0]}.")
-        if extra:
-            raise AssertionError(f"{len(extra)} weight matrices would lose their decay, e.g. {extra[0]}.")
-        return len(want)
-
-    return _check("no-decay parameters", tests, raise_on_error)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 9. Command line: python -m bertbook pretrain --preset P --out DIR [--resume]
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _last_evals(history: History) -> list[dict]:
-    """The latest evaluation on each held-out set."""
-    return list({e["name"]: e for e in history.eval}.values())
-
-
-def cli_pretrain(argv: list[str]) -> int:
-    """``python -m bertbook pretrain``: the same :func:`pretrain` as notebook 05; under ``torchrun`` on
-    several GPUs or nodes. The last line printed is a JSON summary."""
-    from .config import PRESETS, ConfigError, get_preset
-
-    parser = argparse.ArgumentParser(prog="python -m bertbook pretrain",
-                                     description="Pretrain BERT (masked LM + optional sentence objective) on a "
-                                                 "preset. Use torchrun --nproc_per_node=N for several GPUs.")
-    parser.add_argument("--preset", default=os.environ.get("BERTBOOK_PRESET", "laptop"), choices=list(PRESETS))
-    parser.add_argument("--out", type=Path, default=None,
-                        help="run folder (default artifacts/<preset>/pretrain); the checkpoint is OUT/checkpoint")
-    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                        help="train for this many seconds instead of max_steps (the schedule follows the clock)")
-    parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
-                        help="stop (with a checkpoint) after this many steps; --resume continues")
-    parser.add_argument("--set", action="append", default=[], metavar="GROUP.FIELD=VALUE",
-                        help="override a preset field, e.g. --set pretrain.max_steps=200 (repeatable)")
-    parser.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
-                        help="start from this checkpoint's weights and tokenizer (continued pretraining, e.g. "
-                             "on reviews after books), with a fresh optimizer and schedule")
-    parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUT/tensorboard")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    bad = [item for item in args.set if "=" not in item]
-    if bad:
-        print(f"error: --set {bad[0]!r}: use --set GROUP.FIELD=VALUE, e.g. --set pretrain.max_steps=200",
-              file=sys.stderr)
-        return 2
-    try:
-        overrides = dict(item.split("=", 1) for item in args.set)
-        P = get_preset(args.preset, **overrides)
-        t0 = time.time()
-        history = pretrain(P, args.out, resume=args.resume, time_budget_s=args.time_budget,
-                           stop_after=args.stop_after, progress=not args.no_progress,
-                           tensorboard=args.tensorboard, device=args.device, init_from=args.init_from)
-    except (ConfigError, FileExistsError, TrainingDiverged, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():  # started by pretrain under torchrun
-            dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
-        last = history.train[-1] if history.train else {}
-        summary = {"preset": P.name, "step": last.get("step"), "finished": history.finished,
-                   "train_seconds": last.get("seconds"), "wall_seconds": time.time() - t0,
-                   "tokens": last.get("tokens"), "checkpoint": history.checkpoint,
-                   **{f"{e['name']}_{k}": e[k] for e in _last_evals(history) for k in ("loss", "accuracy",
-                                                                                         "perplexity")}}
-        print(json.dumps(summary))
-    return 0

@@ -6,7 +6,8 @@
 - ``eval_mode``: switch a model to eval mode for a block and restore its mode afterwards;
 - ``device_of``: the device a model's weights live on.
 
-Only the standard library and torch are imported, so every module can use these without cost.
+Only the standard library is imported at load time (torch when autocast is asked for), so the command line
+can use these without loading torch.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["atomic_write", "replace_folder", "autocast_dtype", "autocast", "eval_mode", "device_of"]
 
@@ -68,6 +71,8 @@ def replace_folder(tmp: str | os.PathLike, out: str | os.PathLike, keep_old: str
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision setting: ``"bf16"``, ``"auto"`` (bf16 only on a GPU that
     supports it) or ``"fp32"``. None means plain fp32."""
+    import torch
+
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -77,6 +82,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for plain fp32 (dtype None)."""
+    import torch
+
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 

@@ -12,7 +12,7 @@ Taught in notebook 07. The module reads top to bottom in four parts:
    fragment: it works in JupyterLab, the classic notebook, VS Code and a saved ``.html`` file, with no network,
    and any number of views can share a page. ``save_html`` writes views to a standalone file.
 3. **What heads do**, after Clark et al. 2019 ("What Does BERT Look At? An Analysis of BERT's Attention"):
-   ``cls_attention``, ``head_stats`` (entropy and mean distance), ``head_scores`` and ``classify_heads``
+   ``cls_rows``, ``head_stats`` (entropy and mean distance), ``head_scores`` and ``classify_heads``
    (mostly to [CLS], to [SEP], previous token, next token, itself, broad, or mixed), ``class_fractions`` and
    ``attention_change`` (the same heads before and after fine-tuning).
 4. **Plots** (matplotlib), each returning a Figure: ``plot_attention_grid``, ``plot_head``,
@@ -33,15 +33,15 @@ import json
 import math
 import os
 import re
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from .utils import atomic_write, device_of, eval_mode
 
 __all__ = [
     "AttentionData",
@@ -51,7 +51,7 @@ __all__ = [
     "neuron_view",
     "save_html",
     "bundled_libraries",
-    "cls_attention",
+    "cls_rows",
     "HeadStats",
     "head_stats",
     "HEAD_CLASSES",
@@ -69,9 +69,6 @@ __all__ = [
     "plot_attention_change",
     "plot_fonts",
     "readable_labels",
-    "check_previous_token_share",
-    "check_next_token_head",
-    "solutions",
 ]
 
 
@@ -160,27 +157,22 @@ def attention_data(model: Any, tokenizer: Any, text: str, text_pair: str | None 
         raise ValueError("attention_data needs a non-empty text, e.g. 'The cat sat on the mat.'")
     limit = max_length or getattr(model.config, "max_position_embeddings", 512)
     enc = tokenizer(text, text_pair, return_tensors="pt", truncation=True, max_length=limit)
-    device = next(model.parameters()).device
+    device = device_of(model)
     batch = {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(**batch, output_attentions=True, output_hidden_states=queries_and_keys)
-            if not out.attentions or out.attentions[0] is None:
-                raise ValueError("The model returned no attention weights. Load transformers models with "
-                                 "attn_implementation='eager' (the default 'sdpa' keeps no weights).")
-            attentions = torch.stack([a[0] for a in out.attentions]).float().cpu()  # L x (H, T, T) -> (L, H, T, T)
-            queries = keys = None
-            if queries_and_keys:
-                layer_inputs = out.hidden_states[:-1]  # the input of layer i is hidden_states[i]
-                if _is_transformers_model(model):
-                    queries, keys = _queries_keys_transformers(model, layer_inputs)
-                else:
-                    queries, keys = _queries_keys_bertbook(model, layer_inputs)
-                queries, keys = queries.float().cpu(), keys.float().cpu()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        out = model(**batch, output_attentions=True, output_hidden_states=queries_and_keys)
+        if not out.attentions or out.attentions[0] is None:
+            raise ValueError("The model returned no attention weights. Load transformers models with "
+                             "attn_implementation='eager' (the default 'sdpa' keeps no weights).")
+        attentions = torch.stack([a[0] for a in out.attentions]).float().cpu()  # L x (H, T, T) -> (L, H, T, T)
+        queries = keys = None
+        if queries_and_keys:
+            layer_inputs = out.hidden_states[:-1]  # the input of layer i is hidden_states[i]
+            if _is_transformers_model(model):
+                queries, keys = _queries_keys_transformers(model, layer_inputs)
+            else:
+                queries, keys = _queries_keys_bertbook(model, layer_inputs)
+            queries, keys = queries.float().cpu(), keys.float().cpu()
     ids = enc["input_ids"][0].tolist()
     tokens = tokenizer.convert_ids_to_tokens(ids)
     sentence_b_start = None
@@ -480,24 +472,14 @@ def save_html(views: View | Sequence[View], path: str | os.PathLike, title: str 
     body = "\n<hr>\n".join(f"<h2>{html.escape(v.kind)}: {html.escape(v.name)}</h2>\n{v.html}" for v in views)
     doc = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>\n"
            f"<body style=\"{_FONT}\">\n{body}\n</body></html>\n")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(doc)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, doc)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # 3. What heads do (after Clark et al. 2019)
 # ----------------------------------------------------------------------------------------------------------
 
-def cls_attention(attentions: Any) -> torch.Tensor:
+def cls_rows(attentions: Any) -> torch.Tensor:
     """How the [CLS] token (position 0) spreads its attention over the tokens: ``(L, H, T)``, each row sums to
     1 (notebook 07). A classifier reads the [CLS] vector, so this is what the last layers feed it."""
     a = _as_attentions(attentions)  # (L, H, T, T)
@@ -779,7 +761,7 @@ def plot_cls_attention(attentions: Any, tokens: Sequence[str] | None = None):
     """Where [CLS] looks: one row per head (layer.head), one column per token (notebook 07)."""
     import matplotlib.pyplot as plt
 
-    c = cls_attention(attentions)  # (L, H, T)
+    c = cls_rows(attentions)  # (L, H, T)
     L, H, T = c.shape
     tokens = _tokens_of(attentions, tokens)
     rows = c.reshape(L * H, T)  # (L*H, T)
@@ -908,102 +890,7 @@ def plot_attention_change(change: torch.Tensor, title: str = "attention change p
     return fig
 
 
-# ----------------------------------------------------------------------------------------------------------
-# 5. Exercise checkers (notebook 07)
-# ----------------------------------------------------------------------------------------------------------
-# A checker calls your function on fresh random attention, compares it with a reference and says in words
-# what is wrong. It prints a tick and returns True when every test passes; otherwise it raises an
-# AssertionError with the diagnosis or, with raise_on_error=False, prints it and returns False.
-
-def _previous_token_share(attentions: torch.Tensor) -> torch.Tensor:
-    a = _as_attentions(attentions)  # (L, H, T, T)
-    return a.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # entries a[i, i-1]: (L, H, T-1) -> (L, H)
 
 
-def _next_token_head(data: AttentionData) -> tuple[int, int]:
-    share = _as_attentions(data).diagonal(offset=1, dim1=-2, dim2=-1).mean(-1)  # a[i, i+1]: (L, H)
-    layer, head = divmod(int(share.argmax()), share.shape[1])
-    return layer, head
 
 
-solutions = SimpleNamespace(previous_token_share=_previous_token_share, next_token_head=_next_token_head)
-
-
-def _random_attention(g: torch.Generator, L: int, H: int, T: int) -> torch.Tensor:
-    return (torch.randn(L, H, T, T, generator=g) * 2).softmax(-1)  # (L, H, T, T), rows sum to 1
-
-
-# the checker harness is shared with bertbook.exercises
-from .exercises import _call, _run as _check  # noqa: E402
-
-
-def check_previous_token_share(fn: Callable[[torch.Tensor], torch.Tensor], raise_on_error: bool = True,
-                               trials: int = 20) -> bool:
-    """Check ``fn(attentions (L, H, T, T)) -> (L, H)``: for every head, the attention a query gives to the token
-    just before it, averaged over the queries that have one (notebook 07, exercise 1)."""
-
-    def tests() -> int:
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-        for _ in range(trials):
-            L, H, T = (int(x) for x in torch.randint(1, 5, (3,), generator=g))
-            T += 2
-            a = _random_attention(g, L, H, T)
-            got, want = _call(fn, a.clone()), _previous_token_share(a)
-            if got is None:
-                raise AssertionError("your function returned None: return a tensor of shape (L, H).")
-            got = torch.as_tensor(got).float()
-            if got.shape != want.shape:
-                raise AssertionError(f"for attentions of shape {tuple(a.shape)} return one number per head, "
-                                     f"shape {tuple(want.shape)}; got {tuple(got.shape)}.")
-            if torch.allclose(got, want, atol=1e-5):
-                continue
-            if torch.allclose(got, a.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1), atol=1e-5):
-                raise AssertionError("that is the next token: row i (the query) looks at column i - 1 "
-                                     "(use diagonal offset -1).")
-            if torch.allclose(got, want * (T - 1) / T, atol=1e-5):
-                raise AssertionError(f"average over the {T - 1} queries that have a previous token, not all {T}.")
-            if torch.allclose(got, a.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1), atol=1e-5):
-                raise AssertionError("take the mean over the queries, not the sum.")
-            raise AssertionError("the shares differ from the average of a[l, h, i, i-1] over i = 1 .. T-1.")
-        return trials
-
-    return _check("previous-token share", tests, raise_on_error)
-
-
-def check_next_token_head(fn: Callable[[AttentionData], tuple[int, int]], raise_on_error: bool = True,
-                          trials: int = 20) -> bool:
-    """Check ``fn(data) -> (layer, head)``: the head that gives the most attention, on average, to the next
-    token (notebook 07, exercise 2)."""
-
-    def tests() -> int:
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-        for _ in range(trials):
-            L, H = (int(x) for x in torch.randint(2, 6, (2,), generator=g))
-            T = int(torch.randint(5, 12, (), generator=g))
-            a = _random_attention(g, L, H, T)
-            layer, head = (int(x) for x in torch.randint(0, 100, (2,), generator=g))
-            layer, head = layer % L, head % H
-            nxt = torch.zeros(T, T)
-            for i in range(T):
-                nxt[i, min(i + 1, T - 1)] = 1.0
-            a[layer, head] = 0.3 * a[layer, head] + 0.7 * nxt  # this head mostly looks one token ahead
-            tokens = ["[CLS]"] + [f"w{i}" for i in range(T - 2)] + ["[SEP]"]
-            data = AttentionData(tokens=tokens, attentions=a, name="random")
-            got = _call(fn, data)
-            try:
-                got = tuple(int(x) for x in got)
-            except TypeError:
-                raise AssertionError(f"return a pair (layer, head), got {got!r}.") from None
-            if got == (layer, head):
-                continue
-            if got == (head, layer):
-                raise AssertionError("layer and head are swapped: return (layer, head).")
-            prev = _as_attentions(data).diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # (L, H)
-            if got == divmod(int(prev.argmax()), H):
-                raise AssertionError("that head looks at the previous token: the next token of query i is "
-                                     "key i + 1 (diagonal offset +1).")
-            raise AssertionError(f"the head that attends most to the next token is {(layer, head)}, you "
-                                 f"returned {got}.")
-        return trials
-
-    return _check("next-token head", tests, raise_on_error)

@@ -60,7 +60,7 @@ def pretrain_stage(out: Path) -> dict:
     for name in corpus.EVAL_SETS:
         batches = corpus.eval_batches(corpus.eval_text(name, P.data.eval_max_chars, P), tok, vocab, pc.seq_len,
                                       pc.batch_size, pc.eval_batches)
-        result["eval"][name] = {"model": train.evaluate(model, batches, device()),
+        result["eval"][name] = {"model": train.evaluate_mlm(model, batches, device()),
                                 "unigram": train.unigram_baseline(cache.ids, batches, len(tok))}
         result["curve"][name] = [(e["step"], e["accuracy"]) for e in history.eval if e["name"] == name]
         m, u = result["eval"][name]["model"], result["eval"][name]["unigram"]

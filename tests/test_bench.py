@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from bertbook import bench
+from bertbook import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_quick_prints_ratios(capsys):
-    assert bench.cli_bench(["--quick", "--json", "--device", "cpu"]) == 0
+    assert cli.cli_bench(["--quick", "--json", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out.strip().splitlines()[-1])
     assert [r["config"] for r in result["models"]] == ["L2/H32 (quick)", "L4/H128 (quick)"]

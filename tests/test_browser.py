@@ -348,7 +348,7 @@ def test_notebook_03_size_panel(jupyterlab):
 
 def test_notebook_04_mask_widget(jupyterlab):
     with run_in_jupyterlab(jupyterlab, "04_masking.ipynb", run_seconds=240) as page:
-        cell = code_cell(page, "masking.mask_widget(tok, SENTENCE)")
+        cell = code_cell(page, "widgets.mask_widget(tok, SENTENCE)")
         panel = cell.locator(".bertbook-mask-widget")
         wait_text(panel, "tokens chosen")
         seed = panel.locator(".widget-text", has=page.locator("label:text-is('seed')")).locator("input")
@@ -366,7 +366,7 @@ def test_notebook_04_mask_widget(jupyterlab):
 
 def test_notebook_05_experiment_panel(jupyterlab):
     with run_in_jupyterlab(jupyterlab, "05_pretraining.ipynb", run_seconds=480) as page:
-        cell = code_cell(page, "train.experiment_panel(P, runs)")
+        cell = code_cell(page, "widgets.experiment_panel(P, runs)")
         status, plot = cell.locator(".bertbook-experiment-status"), cell.locator(".bertbook-experiment-plot")
         plot.locator("img").first.wait_for(timeout=60000)  # the two runs of the cell above
         cell.locator(".widget-dropdown", has=page.locator("label:text-is('sentence obj.')")).locator(
@@ -385,7 +385,7 @@ def test_notebook_05_experiment_panel(jupyterlab):
 
 def test_notebook_06_try_it(jupyterlab):
     with run_in_jupyterlab(jupyterlab, "06_finetuning.ipynb", run_seconds=900) as page:
-        cell = code_cell(page, "F.try_it(ours.model, ours.tokenizer, ours.info)")
+        cell = code_cell(page, "widgets.try_it(ours.model, ours.tokenizer, ours.info)")
         result = cell.locator(".widget-html").last
         wait_text(result, "with probability")
         cell.locator("textarea").fill("An awful, boring and pointless film.")

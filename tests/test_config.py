@@ -89,7 +89,8 @@ def test_default_preset_is_laptop(monkeypatch):
 
 
 def test_size_panel_logic_reports_counts_and_errors():
-    from bertbook.course import size_panel, size_text
+    from bertbook.course import size_text
+    from bertbook.widgets import size_panel
 
     assert "109,482,240 parameters" in size_text(12, 768, 12)
     assert "FLOPs" in size_text(12, 768, 12, million_tokens=1)

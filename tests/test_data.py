@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bertbook import data, paths
+from bertbook import cli
 
 
 @pytest.fixture(scope="module")
@@ -251,12 +252,12 @@ def test_missing_dataset_says_where_to_put_it(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------ CLI
 
 def test_cli_verifies_everything(capsys):
-    assert data.cli_data([]) == 0
+    assert cli.cli_data([]) == 0
     out = capsys.readouterr().out
     for name in data.names():
         assert name in out
     assert "All 8 datasets present and verified" in out
-    assert data.cli_data(["--json"]) == 0
+    assert cli.cli_data(["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [r["state"] for r in report["datasets"]] == ["ok"] * 8
 
@@ -265,7 +266,7 @@ def test_cli_fails_on_a_corrupt_file(private_data, capsys):
     copy = copy_dataset("rotten-tomatoes", private_data)
     path = copy / "rt-polarity.pos"
     path.write_bytes(path.read_bytes().replace(b"the", b"teh", 1))
-    assert data.cli_data([]) == 1
+    assert cli.cli_data([]) == 1
     captured = capsys.readouterr()
     assert "rotten-tomatoes" in captured.out and "corrupt" in captured.out
     assert "rt-polarity.pos" in captured.err
@@ -285,7 +286,7 @@ def test_cli_download_offline_is_a_clear_error(private_data, monkeypatch, capsys
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
-    assert data.cli_data(["--download", "wnut17"]) == 1
+    assert cli.cli_data(["--download", "wnut17"]) == 1
     err = capsys.readouterr().err
     assert "Could not download https://" in err and "internet" in err
     assert not (paths.cache_dir() / "wnut17").exists()

@@ -16,6 +16,7 @@ from bertbook import finetune as F
 from bertbook.baselines import bag_of_words
 from bertbook.config import ModelConfig, get_preset
 from bertbook.model import BertForPreTraining, BertForSequenceClassification
+from bertbook import cli
 
 P = get_preset("ci")
 
@@ -153,7 +154,7 @@ def test_loop_lowers_the_loss_and_keeps_the_best_validation_checkpoint(ci_tokeni
     assert len(result.history) == 6 and result.best["val_accuracy"] == max(accs) > 0.9
     assert result.best is next(r for r in result.history if r["val_accuracy"] == max(accs))  # first best
     # The model now holds the kept weights: evaluating again gives the best validation accuracy.
-    assert F.evaluate(model, val)["accuracy"] == pytest.approx(result.best["val_accuracy"])
+    assert F.evaluate_classifier(model, val)["accuracy"] == pytest.approx(result.best["val_accuracy"])
 
 
 def test_save_load_round_trip_and_no_silent_overwrite(tmp_path, minilm_tokenizer):
@@ -309,14 +310,14 @@ def test_predict_names_each_damaged_or_missing_file(tmp_path, minilm_tokenizer, 
         assert captured.err.startswith(f"error: {where} {problem}"), captured.err
         assert f"--out {folder}" in captured.err, captured.err  # what to do: make it again
     # any command: a CheckpointError becomes the message and exit status 2; other errors stay tracebacks
-    from bertbook.model import CheckpointError
+    from bertbook.checkpoint import CheckpointError
 
     def damaged(argv):
         raise CheckpointError("x is damaged.")
 
-    monkeypatch.setattr(F, "cli_results", damaged)
+    monkeypatch.setattr(cli, "cli_results", damaged)
     assert main(["results"]) == 2 and capsys.readouterr().err == "error: x is damaged.\n"
-    monkeypatch.setattr(F, "cli_results", lambda argv: 1 / 0)
+    monkeypatch.setattr(cli, "cli_results", lambda argv: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["results"])
 

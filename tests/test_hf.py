@@ -7,8 +7,10 @@ import torch
 import transformers
 
 from bertbook import hf
+from bertbook import checkpoint as C
 from bertbook import model as M
 from bertbook.config import ModelConfig
+from bertbook import cli
 
 CFG = ModelConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                   max_position_embeddings=32)
@@ -68,7 +70,7 @@ def test_conversion_errors_say_what_is_wrong():
     untied = transformers.BertForMaskedLM(hf.to_hf_config(CFG, tie_word_embeddings=False))
     with torch.no_grad():
         untied.cls.predictions.decoder.weight.add_(1.0)
-    with pytest.raises(M.CheckpointError, match="not tied"):
+    with pytest.raises(C.CheckpointError, match="not tied"):
         hf.from_hf(untied)
 
 
@@ -110,21 +112,21 @@ def test_a_state_dict_of_another_shape_is_refused():
     small = hf.from_hf(hf.to_hf(build("BertForMaskedLM")))
     wide = M.BertForMaskedLM(dataclasses.replace(CFG, hidden_size=64, intermediate_size=128))
     before = wide.bert.embeddings.word_embeddings.weight.clone()
-    with pytest.raises(M.CheckpointError, match="different shapes: bert.embeddings.word_embeddings.weight: "
+    with pytest.raises(C.CheckpointError, match="different shapes: bert.embeddings.word_embeddings.weight: "
                                                 "checkpoint \\(300, 32\\) vs model \\(300, 64\\)"):
         wide.load_state_dict(small.state_dict())
     assert torch.equal(wide.bert.embeddings.word_embeddings.weight, before)  # nothing was loaded
-    with pytest.raises(M.CheckpointError, match="bare encoder: load them with model.bert.load_state_dict"):
+    with pytest.raises(C.CheckpointError, match="bare encoder: load them with model.bert.load_state_dict"):
         M.BertForSequenceClassification(CFG).load_state_dict(M.BertModel(CFG).state_dict())
     M.BertForMaskedLM(CFG).load_state_dict(small.state_dict())  # the same shape loads
 
 
 def test_cli_parity_prints_a_table_and_passes(capsys):
-    assert hf.cli_parity(["--weights", "random", "--models", "BertForMaskedLM"]) == 0
+    assert cli.cli_parity(["--weights", "random", "--models", "BertForMaskedLM"]) == 0
     out = capsys.readouterr().out
     assert "BertForMaskedLM" in out and "within 1e-05" in out and "attentions" in out
 
 
 def test_cli_parity_fails_above_the_tolerance(capsys):
-    assert hf.cli_parity(["--weights", "random", "--models", "BertModel", "--tolerance", "0"]) == 1
+    assert cli.cli_parity(["--weights", "random", "--models", "BertModel", "--tolerance", "0"]) == 1
     assert "FAILED" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from bertbook import masking
 from bertbook.masking import IGNORE_INDEX, MaskVocab
+from bertbook import exercises
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +167,14 @@ def test_mask_preview(tok):
 
 
 def test_exercise_checkers(capsys):
-    assert masking.check_mlm_loss(masking.solutions.mlm_loss)
-    assert masking.check_unshuffle(masking.solutions.unshuffle)
-    assert not masking.check_mlm_loss(lambda logits, labels: None, raise_on_error=False)
+    assert exercises.check_mlm_loss(exercises.solutions.mlm_loss)
+    assert exercises.check_unshuffle(exercises.solutions.unshuffle)
+    assert not exercises.check_mlm_loss(lambda logits, labels: None, raise_on_error=False)
     every = lambda logits, labels: F.cross_entropy(logits.flatten(0, 1), labels.clamp_min(0).flatten())  # noqa: E731
-    assert not masking.check_mlm_loss(every, raise_on_error=False)
+    assert not exercises.check_mlm_loss(every, raise_on_error=False)
     assert "only those with a label" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="sign"):
-        masking.check_mlm_loss(lambda logits, labels: -masking.solutions.mlm_loss(logits, labels))
+        exercises.check_mlm_loss(lambda logits, labels: -exercises.solutions.mlm_loss(logits, labels))
     again = lambda segs, label: [segs[i] for i in masking.permutations(len(segs))[label]]  # noqa: E731
     with pytest.raises(AssertionError):
-        masking.check_unshuffle(again)
+        exercises.check_unshuffle(again)

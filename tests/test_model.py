@@ -8,8 +8,8 @@ import torch
 
 from bertbook.config import ModelConfig
 from bertbook.model import (BertForMaskedLM, BertForPreTraining, BertForSequenceClassification,
-                            BertForTokenClassification, BertModel, CheckpointError, attention_modules,
-                            checkpoint_config, count_parameters)
+                            BertForTokenClassification, BertModel, attention_modules, count_parameters)
+from bertbook.checkpoint import CheckpointError, checkpoint_config
 
 CFG = ModelConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                   max_position_embeddings=24)
@@ -195,7 +195,7 @@ def test_a_damaged_or_missing_file_is_named_with_what_to_do(tmp_path):
     import re
     import shutil
 
-    from bertbook.model import MissingFileError, check_files, read_json_file
+    from bertbook.checkpoint import MissingFileError, check_files, read_json_file
 
     BertForMaskedLM(CFG).save_pretrained(tmp_path / "good")
 

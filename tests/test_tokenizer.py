@@ -4,6 +4,7 @@ import pytest
 
 from bertbook import tokenizer as T
 from bertbook.config import get_preset
+from bertbook import widgets
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in "
         "want of a wife. However little known the feelings or views of such a man may be on his first entering "
@@ -72,7 +73,7 @@ def test_stats_and_explorer_rows(tok):
     rows = T.explorer_rows({"ours": tok}, "a truth")
     assert rows[0][0] == "ours" and "truth" in rows[0][1] and rows[0][3] == "4 tokens, 0 unknown"
     assert T.explorer_rows({"ours": tok}, "   ")[0][1] == "type some text above"
-    assert T.explorer({"ours": tok}, "a truth") is not None
+    assert widgets.tokenizer_explorer({"ours": tok}, "a truth") is not None
 
 
 def test_too_small_a_vocabulary_is_refused():
@@ -96,7 +97,7 @@ def test_get_tokenizer_trains_once_then_loads(artifacts, capsys):
 def test_a_damaged_tokenizer_file_is_named(tok, artifacts):
     """A truncated or garbled tokenizer.json: the error names it and says to delete the folder (get_tokenizer
     then trains a new one), not the tokenizers library's bare "expected value" or KeyError."""
-    from bertbook.model import CheckpointError
+    from bertbook.checkpoint import CheckpointError
 
     folder = T.save_tokenizer(tok, artifacts / "ci" / "tokenizer")
     good = (folder / "tokenizer.json").read_bytes()

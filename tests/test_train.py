@@ -10,7 +10,9 @@ from safetensors.torch import load_file
 
 from bertbook import train
 from bertbook.config import ConfigError, get_preset
-from bertbook.model import BertForPreTraining, BertForSequenceClassification, CheckpointError
+from bertbook.checkpoint import CheckpointError
+from bertbook.model import BertForPreTraining, BertForSequenceClassification
+from bertbook import bench, cli, exercises, experiments
 
 SMALL = {"pretrain.max_steps": 8, "pretrain.batch_size": 4, "pretrain.eval_every": 4, "pretrain.checkpoint_every": 4,
          "pretrain.eval_batches": 1}
@@ -145,7 +147,7 @@ def test_a_damaged_checkpoint_is_named_and_never_unpickled(P, tmp_path, capsys):
     # the command line (the last case: a broken pretrain.json) prints one paragraph, no traceback
     args = ["--preset", "ci", "--out", str(run), "--resume", "--no-progress"] + [f"--set={k}={v}"
                                                                                   for k, v in SMALL.items()]
-    assert train.cli_pretrain(args) == 2
+    assert cli.cli_pretrain(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and f"{train.RUN_FILE} is damaged" in err
 
@@ -216,66 +218,66 @@ def test_get_pretrained_and_fill_mask(P, monkeypatch, capsys):
 
 
 def test_experiments_and_panel_logic(P):
-    changes = train.experiment_settings(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
-    assert "pretrain.max_steps" not in train.experiment_settings(P, mask_prob=0.3)
+    changes = experiments.experiment_settings(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
+    assert "pretrain.max_steps" not in experiments.experiment_settings(P, mask_prob=0.3)
     assert changes["model.intermediate_size"] == 128 and changes["pretrain.max_steps"] == 4
     with pytest.raises(ConfigError, match="divisible"):
-        train.experiment_settings(P, width=48, heads=5)
+        experiments.experiment_settings(P, width=48, heads=5)
     with pytest.raises(ConfigError, match="short"):
-        train.experiment_settings(P, steps=P.pretrain.max_steps + 1)
-    assert train.experiment_length(P.override(**{"pretrain.max_steps": 1500})) == {"pretrain.max_steps": 150,
+        experiments.experiment_settings(P, steps=P.pretrain.max_steps + 1)
+    assert experiments.experiment_length(P.override(**{"pretrain.max_steps": 1500})) == {"pretrain.max_steps": 150,
                                                                                    "pretrain.time_budget_s": 0.0}
-    assert train.experiment_length(P.override(**{"pretrain.time_budget_s": 600.0})) == {"pretrain.time_budget_s": 60.0}
-    run = train.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
+    assert experiments.experiment_length(P.override(**{"pretrain.time_budget_s": 600.0})) == {"pretrain.time_budget_s": 60.0}
+    run = experiments.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
     assert run["label"] == "lr=0.003, mask=0.3, A=2, H=32, steps=4"
     assert len(run["history"].train) == 4 and run["history"].last_eval("gutenberg") is not None
-    again = train.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
+    again = experiments.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
     assert again["history"].train == run["history"].train  # reused, not retrained
-    other = train.run_experiment(P.override(**{"pretrain.time_budget_s": 600.0}), steps=4,
+    other = experiments.run_experiment(P.override(**{"pretrain.time_budget_s": 600.0}), steps=4,
                                  sentence_objective="sop")  # experiments count steps, even on a budgeted preset
     assert len(other["history"].train) == 4
     assert "sentence_loss" in other["history"].train[0]
-    ax = train.plot_runs([run, other])
+    ax = experiments.plot_runs([run, other])
     assert len(ax.get_legend().get_texts()) == 2
 
 
 def test_compute_estimate():
     gpu = get_preset("gpu")
-    est = train.compute_estimate(gpu)
+    est = bench.compute_estimate(gpu)
     assert 105e6 < est["parameters"] < 115e6  # BERT-base with its pretraining heads
     assert est["tokens"] == 20000 * 256 * 128
     assert est["flops_6nd"] == 6 * est["parameters"] * est["tokens"]
     assert 0.5 < est["flops"] / est["flops_6nd"] < 1.0  # masked-only logits save the vocabulary's share
     assert est["flops"] == est["flops_per_token"] * est["tokens"] and est["time_budget_s"] == 0
     cfg = gpu.model
-    assert train.model_flops_per_token(cfg, 128, masked_only=False) > train.model_flops_per_token(cfg, 128)
-    assert train.compute_estimate(gpu, flops_per_s=1e15)["seconds"] == pytest.approx(est["flops"] / 1e15)
+    assert bench.model_flops_per_token(cfg, 128, masked_only=False) > bench.model_flops_per_token(cfg, 128)
+    assert bench.compute_estimate(gpu, flops_per_s=1e15)["seconds"] == pytest.approx(est["flops"] / 1e15)
 
 
 def test_cli_pretrain(P, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["--preset", "ci", "--out", str(out), "--no-progress"] + [f"--set={k}={v}" for k, v in SMALL.items()]
-    assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4", "--tensorboard"]) == 0
+    assert cli.cli_pretrain(args + ["--set=pretrain.max_steps=4", "--tensorboard"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))  # TensorBoard logs on request
     assert summary["step"] == 4 and summary["finished"] and math.isfinite(summary["gutenberg_loss"])
     assert 0 <= summary["wikitext-2_accuracy"] <= 1
-    assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4"]) == 2  # exists: refused
+    assert cli.cli_pretrain(args + ["--set=pretrain.max_steps=4"]) == 2  # exists: refused
     assert "--resume" in capsys.readouterr().err
-    assert train.cli_pretrain(args + ["--set=pretrain.max_steps=4", "--resume"]) == 0
-    assert train.cli_pretrain(args + ["--set", "nonsense"]) == 2
+    assert cli.cli_pretrain(args + ["--set=pretrain.max_steps=4", "--resume"]) == 0
+    assert cli.cli_pretrain(args + ["--set", "nonsense"]) == 2
     assert "GROUP.FIELD=VALUE" in capsys.readouterr().err
 
 
 def test_exercise_checkers(capsys):
-    assert train.check_warmup_linear(train.solutions.warmup_linear)
-    assert train.check_no_decay(train.solutions.no_decay_names)
-    assert not train.check_warmup_linear(lambda s, w, t: s / w if s < w else 1.0, raise_on_error=False)
+    assert exercises.check_warmup_linear(exercises.solutions.warmup_linear)
+    assert exercises.check_no_decay(exercises.solutions.no_decay_names)
+    assert not exercises.check_warmup_linear(lambda s, w, t: s / w if s < w else 1.0, raise_on_error=False)
     assert "at step" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="should not decay"):
-        train.check_no_decay(lambda model: {n for n, _ in model.named_parameters() if n.endswith("bias")})
+        exercises.check_no_decay(lambda model: {n for n, _ in model.named_parameters() if n.endswith("bias")})
     with pytest.raises(AssertionError, match="lose their decay"):
-        train.check_no_decay(lambda model: {n for n, _ in model.named_parameters()})
+        exercises.check_no_decay(lambda model: {n for n, _ in model.named_parameters()})
 
 
 def test_unigram_baseline_is_a_context_free_model_scored_like_evaluate():
@@ -294,7 +296,7 @@ def test_unigram_baseline_is_a_context_free_model_scored_like_evaluate():
             log_p = torch.log((torch.bincount(torch.tensor(train_ids), minlength=12).float() + 1) / 22)
             return type("Out", (), {"logits": log_p.expand(int((labels != -100).sum()), 12)})
 
-    ev = train.evaluate(ContextFree(), batches)
+    ev = train.evaluate_mlm(ContextFree(), batches)
     assert ev["loss"] == pytest.approx(got["loss"], rel=1e-6) and ev["accuracy"] == got["accuracy"]
 
 

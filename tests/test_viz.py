@@ -12,6 +12,7 @@ import torch
 
 from bertbook import viz, widgets
 from bertbook.config import get_preset
+from bertbook import exercises
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -136,7 +137,7 @@ def test_head_stats_known_values():
 
 def test_cls_attention_is_the_first_row():
     data = synthetic([["previous", "[CLS]"]])
-    c = viz.cls_attention(data)
+    c = viz.cls_rows(data)
     assert c.shape == (1, 2, T)
     torch.testing.assert_close(c.sum(-1), torch.ones(1, 2))
     assert float(c[0, 1, 0]) == 1.0
@@ -363,15 +364,15 @@ def test_explorer_widget_follows_the_model(tiny_model, minilm):
 
 
 def test_checkers_accept_solutions_and_explain_mistakes(capsys):
-    assert viz.check_previous_token_share(viz.solutions.previous_token_share)
-    assert viz.check_next_token_head(viz.solutions.next_token_head)
+    assert exercises.check_previous_token_share(exercises.solutions.previous_token_share)
+    assert exercises.check_next_token_head(exercises.solutions.next_token_head)
     next_share = lambda a: a.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1)  # noqa: E731
     with pytest.raises(AssertionError, match="that is the next token"):
-        viz.check_previous_token_share(next_share)
+        exercises.check_previous_token_share(next_share)
     with pytest.raises(AssertionError, match="queries that have a previous token"):
-        viz.check_previous_token_share(lambda a: a.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1) / a.shape[-1])
-    assert viz.check_previous_token_share(lambda a: None, raise_on_error=False) is False
+        exercises.check_previous_token_share(lambda a: a.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1) / a.shape[-1])
+    assert exercises.check_previous_token_share(lambda a: None, raise_on_error=False) is False
     assert "returned None" in capsys.readouterr().out
-    swapped = lambda d: viz.solutions.next_token_head(d)[::-1]  # noqa: E731
+    swapped = lambda d: exercises.solutions.next_token_head(d)[::-1]  # noqa: E731
     with pytest.raises(AssertionError, match="swapped|is \\("):
-        viz.check_next_token_head(swapped)
+        exercises.check_next_token_head(swapped)

@@ -10,7 +10,7 @@ import ipywidgets as W
 import pytest
 import torch
 
-from bertbook import train, viz
+from bertbook import train, viz, widgets
 from bertbook.config import get_preset
 
 
@@ -42,7 +42,7 @@ def _off_grid(panel) -> list[str]:
 
 
 def test_size_panel_opens_at_bert_base():
-    from bertbook.course import size_panel
+    from bertbook.widgets import size_panel
 
     panel = size_panel()
     assert _off_grid(panel) == []
@@ -142,7 +142,7 @@ def test_mask_seed_is_validated(artifacts, capsys):
     for bad in (-1, masking.MAX_SEED + 1, 10**30, 1.5, True):
         with pytest.raises(ValueError, match="from 0 to 4,294,967,295"):
             masking.mask_preview(text, tok, seed=bad)
-    panel = masking.mask_widget(tok, text)
+    panel = widgets.mask_widget(tok, text)
     seed = next(w for w in _controls(panel) if isinstance(w, W.IntText))
     assert _off_grid(panel) == []
     capsys.readouterr()
@@ -163,7 +163,7 @@ def _history(steps: int = 6) -> train.History:
 
 
 def test_live_plot_shows_a_finished_run():
-    plot = train.live_plot("test")
+    plot = widgets.live_plot("test")
     ax = plot.figure.axes[0]
     assert ax.get_lines() == []  # nothing yet: pretrain() calls no callback for a run loaded finished
     plot.show(_history())
@@ -178,7 +178,7 @@ def test_live_plot_shows_a_finished_run():
 def test_experiment_panel_says_what_it_waits_for(artifacts):
     P = get_preset("ci")
     runs = [{"label": "earlier", "settings": {}, "history": _history()}]
-    panel = train.experiment_panel(P, runs)
+    panel = widgets.experiment_panel(P, runs)
     assert _off_grid(panel) == []
     controls = {getattr(w, "description", ""): w for w in _controls(panel)}
     status = next(w for w in _controls(panel) if "bertbook-experiment-status" in w._dom_classes)

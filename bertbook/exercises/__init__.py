@@ -1,0 +1,49 @@
+"""The exercises of every notebook, with checkers that explain what is wrong.
+
+    from bertbook import exercises
+    exercises.check_masked_softmax(my_masked_softmax)
+
+A checker calls your function on fresh random inputs, compares it with a reference and says what is wrong
+in words (not just "assert failed"). It prints a tick and returns True when all tests pass; otherwise it
+raises an AssertionError with the diagnosis, or, with ``raise_on_error=False``, prints it and returns False.
+Every checker runs on the one harness in ``exercises.harness``; each notebook's exercises live in their own
+module (``nb02_attention``, ``nb05_pretraining``, ...).
+
+Reference solutions live in ``exercises.solutions``; ``exercises.show_solution("masked_softmax")`` prints
+one. Try first!
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+
+from . import (nb00_setup, nb01_tokenization, nb02_attention, nb03_encoder, nb04_masking, nb05_pretraining,
+               nb06_finetuning, nb07_looking_inside)
+from .harness import call, close, run_checks
+from .nb00_setup import check_bert_large
+from .nb01_tokenization import check_wordpiece
+from .nb02_attention import check_attention, check_masked_softmax, check_split_heads
+from .nb03_encoder import check_param_count
+from .nb04_masking import check_mlm_loss, check_unshuffle
+from .nb05_pretraining import check_no_decay, check_warmup_linear
+from .nb06_finetuning import check_f1_from_confusion, check_tail_only
+from .nb07_looking_inside import check_next_token_head, check_previous_token_share
+
+__all__ = ["check_bert_large", "check_wordpiece", "check_masked_softmax", "check_attention", "check_split_heads",
+           "check_param_count", "check_mlm_loss", "check_unshuffle", "check_warmup_linear", "check_no_decay",
+           "check_f1_from_confusion", "check_tail_only", "check_previous_token_share", "check_next_token_head",
+           "solutions", "show_solution", "run_checks", "call", "close"]
+
+_NOTEBOOKS = (nb00_setup, nb01_tokenization, nb02_attention, nb03_encoder, nb04_masking, nb05_pretraining,
+              nb06_finetuning, nb07_looking_inside)
+solutions = SimpleNamespace(**{k: v for m in _NOTEBOOKS for k, v in vars(m.solutions).items()})
+
+
+def show_solution(name: str) -> None:
+    """Print the reference solution of an exercise (a name in ``exercises.solutions``, e.g.
+    ``masked_softmax`` or ``warmup_linear``)."""
+    fn = getattr(solutions, name, None)
+    if fn is None:
+        raise ValueError(f"No solution called {name!r}; choose one of {', '.join(vars(solutions))}.")
+    print(inspect.getsource(fn))
