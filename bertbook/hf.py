@@ -159,24 +159,8 @@ def to_hf(model: nn.Module, attn_implementation: str = "eager"):
         raise TypeError(f"to_hf converts {', '.join(MODEL_TYPES)}; got {kind}.")
     hf_cfg._attn_implementation = attn_implementation
     hf = build(hf_cfg)
-    ours = model.state_dict()
-    theirs = hf.state_dict()
-    new_state = {}
-    for name, tensor in ours.items():
-        target = hf_name(name)
-        if target not in theirs or theirs[target].shape != tensor.shape:
-            raise CheckpointError(f"bertbook tensor {name} ({tuple(tensor.shape)}) has no counterpart "
-                                    f"{target} of the same shape in transformers.{type(hf).__name__}.")
-        new_state[target] = tensor.detach()  # load_state_dict copies it
-    if "cls.predictions.decoder.weight" in theirs:  # tied: the decoder is the token-embedding table
-        new_state["cls.predictions.decoder.weight"] = new_state["bert.embeddings.word_embeddings.weight"]
-        new_state["cls.predictions.decoder.bias"] = new_state["cls.predictions.bias"]
-    missing = [k for k in theirs if k not in new_state]
-    if missing:
-        raise CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
-                                f"{', '.join(missing[:5])}.")
-    hf.load_state_dict(new_state, strict=True)
-    return hf.to(next(model.parameters()).device).train(model.training)
+    tied = ("cls.predictions.decoder", "bert.embeddings.word_embeddings.weight", "cls.predictions.bias")
+    return _copy_weights(model, hf, hf_name, tied)
 
 
 def _to_hf_prelayernorm(model: nn.Module, attn_implementation: str):
@@ -197,21 +181,29 @@ def _to_hf_prelayernorm(model: nn.Module, attn_implementation: str):
         hf = transformers.RobertaPreLayerNormModel(hf_cfg, add_pooling_layer=model.pooler is not None)
     else:
         hf = transformers.RobertaPreLayerNormForMaskedLM(hf_cfg)
+    tied = ("lm_head.decoder", "roberta_prelayernorm.embeddings.word_embeddings.weight", "lm_head.bias")
+    return _copy_weights(model, hf, hf_prelayernorm_name, tied)
+
+
+def _copy_weights(model: nn.Module, hf: nn.Module, rename, tied: tuple[str, str, str]) -> nn.Module:
+    """Copy every bertbook tensor into ``hf`` under its ``rename``d name; ``tied`` names the MLM decoder,
+    the token-embedding table it shares and its bias, for a transformers model that keeps its own copy."""
     theirs = hf.state_dict()
     new_state = {}
     for name, tensor in model.state_dict().items():
-        target = hf_prelayernorm_name(name)
+        target = rename(name)
         if target not in theirs or theirs[target].shape != tensor.shape:
             raise CheckpointError(f"bertbook tensor {name} ({tuple(tensor.shape)}) has no counterpart "
-                                    f"{target} of the same shape in transformers.{type(hf).__name__}.")
-        new_state[target] = tensor.detach()
-    if "lm_head.decoder.weight" in theirs:  # tied to the token embeddings, as in bertbook
-        new_state["lm_head.decoder.weight"] = new_state["roberta_prelayernorm.embeddings.word_embeddings.weight"]
-        new_state["lm_head.decoder.bias"] = new_state["lm_head.bias"]
+                                  f"{target} of the same shape in transformers.{type(hf).__name__}.")
+        new_state[target] = tensor.detach()  # load_state_dict copies it
+    decoder, embeddings, bias = tied
+    if f"{decoder}.weight" in theirs:  # tied: the decoder is the token-embedding table
+        new_state[f"{decoder}.weight"] = new_state[embeddings]
+        new_state[f"{decoder}.bias"] = new_state[bias]
     missing = [k for k in theirs if k not in new_state]
     if missing:
         raise CheckpointError(f"transformers.{type(hf).__name__} expects tensors bertbook does not have: "
-                                f"{', '.join(missing[:5])}.")
+                              f"{', '.join(missing[:5])}.")
     hf.load_state_dict(new_state, strict=True)
     return hf.to(next(model.parameters()).device).train(model.training)
 

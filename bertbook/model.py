@@ -279,16 +279,11 @@ class BertWithHead(Pretrained, nn.Module):
     knows (``masked_only``, ``sentence_label``) pass through ``head_inputs``.
     """
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        **head_inputs: Any,
-    ) -> ModelOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_attentions: bool = False, output_hidden_states: bool = False,
+                **head_inputs: Any) -> ModelOutput:
+        """The same inputs as ``BertModel``; ``head_inputs`` go to this model's ``head``."""
         out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
                         output_hidden_states=output_hidden_states)
         return self.head(out, labels, attention_mask, **head_inputs)
