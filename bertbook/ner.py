@@ -150,11 +150,11 @@ def entity_scores(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequen
     from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
     report = classification_report(true_tags, pred_tags, output_dict=True, zero_division=0)
-    per_type = {k: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"],
+    per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
                     "support": int(v["support"])} for k, v in report.items() if not k.endswith(" avg")}
-    return {"precision": precision_score(true_tags, pred_tags, zero_division=0),
-            "recall": recall_score(true_tags, pred_tags, zero_division=0),
-            "f1": f1_score(true_tags, pred_tags, zero_division=0), "per_type": per_type}
+    return {"precision": float(precision_score(true_tags, pred_tags, zero_division=0)),
+            "recall": float(recall_score(true_tags, pred_tags, zero_division=0)),
+            "f1": float(f1_score(true_tags, pred_tags, zero_division=0)), "per_type": per_type}
 
 
 def entity_errors(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -198,8 +198,8 @@ def evaluate(model: nn.Module, tokenizer, sentences: Sequence[dict], feats: Sequ
 
 def _shape(word: str) -> str:
     """"Obama" -> "Xx", "2009" -> "d", "iPhone-7" -> "xXx-d": letter case and digit runs, squeezed."""
-    shape = re.sub(r"[A-Z]+", "X", re.sub(r"[a-z]+", "x", re.sub(r"[0-9]+", "d", word)))
-    return shape[:6]
+    shape = "".join("X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in word)
+    return re.sub(r"(.)\1+", r"\1", shape)[:6]  # runs squeezed: "Xxxxx" -> "Xx"
 
 
 def word_features(words: Sequence[str], i: int) -> dict[str, Any]:

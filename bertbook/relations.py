@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from .config import Preset
+from .data import label_names
 from .model import ModelOutput
 
-__all__ = ["MARKERS", "mark", "task_data", "prepare", "RelationHead", "make_head", "featurize", "predict_proba",
+__all__ = ["MARKERS", "RELATIONS", "mark", "task_data", "prepare", "RelationHead", "make_head", "featurize", "predict_proba",
            "relation_of", "semeval_scores", "evaluate", "predict"]
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
@@ -159,13 +160,19 @@ def predict_proba(model: nn.Module, feats: Sequence[dict], batch_size: int = 64,
 # 2. The official metric
 # ---------------------------------------------------------------------------------------------------------
 
+# the nine relations, without direction and without Other
+RELATIONS = tuple(dict.fromkeys(relation_of(x) for x in label_names("semeval2010-task8") if x != "Other"))
+
+
 def semeval_scores(true: Sequence[str], pred: Sequence[str]) -> dict:
     """SemEval-2010 Task 8's official score: for each of the nine relations (Other left out), precision =
     right label *and* direction / predictions of that relation (either direction), recall = right / gold of
-    that relation, F1 from them; the score is their unweighted mean (macro-F1). Accuracy is over all 19 labels.
-    """
-    relations = sorted({relation_of(t) for t in (*true, *pred)} - {"Other"})
+    that relation, F1 from them (0 when undefined); the score is their unweighted mean over all nine
+    (macro-F1). Accuracy is over all 19 labels."""
+    if len(true) != len(pred):
+        raise ValueError(f"{len(true)} gold labels but {len(pred)} predictions.")
     per_relation = {}
+    relations = RELATIONS
     for r in relations:
         right = sum(1 for t, p in zip(true, pred) if t == p and relation_of(t) == r)
         predicted = sum(1 for p in pred if relation_of(p) == r)
@@ -174,7 +181,7 @@ def semeval_scores(true: Sequence[str], pred: Sequence[str]) -> dict:
         recall = right / gold if gold else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_relation[r] = {"precision": precision, "recall": recall, "f1": f1, "support": gold}
-    macro = float(np.mean([v["f1"] for v in per_relation.values()])) if per_relation else 0.0
+    macro = float(np.mean([v["f1"] for v in per_relation.values()]))
     accuracy = float(np.mean([t == p for t, p in zip(true, pred)])) if len(true) else 0.0
     return {"macro_f1": macro, "accuracy": accuracy, "per_relation": per_relation}
 
