@@ -2,7 +2,8 @@
 
 Taught in notebook 00 (where the data comes from) and used by every later notebook. The course reads only
 real, public text: Project Gutenberg novels for pretraining, IMDB / SST-2 / Rotten Tomatoes for sentiment,
-WikiText-2 for evaluation and WikiANN / WNUT-17 for named entities.
+WikiText-2 for evaluation, WikiANN / WNUT-17 for named entities, SemEval-2010 Task 8 for relations and
+SQuAD v1.1 for question answering.
 
 ``data/manifest.json`` lists every dataset: its folder, each file's SHA-256 and size, its public home,
 licence and citation. A dataset is looked up, in this order, in
@@ -24,6 +25,7 @@ layout and verifies every checksum before the folder becomes visible.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import json
@@ -33,6 +35,7 @@ import re
 import shutil
 import sys
 import tarfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -56,6 +59,8 @@ __all__ = [
     "book_corpus",
     "label_names",
     "load_ner",
+    "load_semeval",
+    "load_squad",
     "load_wikitext2",
     "download",
 ]
@@ -68,6 +73,8 @@ REVIEWS = "imdb-reviews"
 CORPUS_CHOICES = (*CORPORA, REVIEWS, "gutenberg-small+imdb-reviews", "gutenberg-large+imdb-reviews")
 CLASSIFICATION = ("imdb", "sst2", "rotten-tomatoes")
 NER = ("wikiann-en", "wnut17")
+RELATIONS = "semeval2010-task8"
+SQUAD = "squad-v1.1"
 
 # Label ids, in the order of the Hugging Face versions of these datasets.
 _LABELS: dict[str, list[str]] = {
@@ -77,11 +84,17 @@ _LABELS: dict[str, list[str]] = {
     "wikiann-en": ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"],
     "wnut17": ["O", "B-corporation", "I-corporation", "B-creative-work", "I-creative-work", "B-group",
                "I-group", "B-location", "I-location", "B-person", "I-person", "B-product", "I-product"],
+    # 9 relations, each in both directions, then Other (the order of SemEvalWorkshop/sem_eval_2010_task_8)
+    "semeval2010-task8": [f"{r}({a},{b})" for r in (
+        "Cause-Effect", "Component-Whole", "Content-Container", "Entity-Destination", "Entity-Origin",
+        "Instrument-Agency", "Member-Collection", "Message-Topic", "Product-Producer")
+        for a, b in (("e1", "e2"), ("e2", "e1"))] + ["Other"],
 }
 
 IMDB_VALIDATION = 2_500  # IMDB has no validation split: 10% of train (1,250 per class) is carved out
 RT_VALIDATION = 1_066  # Rotten Tomatoes has no split at all: 8,530 / 1,066 / 1,066 as on the HF hub
 RT_TEST = 1_066
+SEMEVAL_VALIDATION = 800  # SemEval-2010 Task 8 has no validation split: 10% of train is carved out
 
 
 class DataError(RuntimeError):
@@ -527,6 +540,79 @@ def load_ner(name: str) -> dict[str, list[dict]]:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Relations: SemEval-2010 Task 8
+
+_SEMEVAL_LINE = re.compile(r'^(\d+)\t"(.*)"$')
+
+
+def _read_semeval(path: Path) -> list[dict]:
+    """Examples of a SemEval-2010 Task 8 file: 4 lines each (id and quoted sentence, label, comment, blank)."""
+    lines = [line.rstrip("\r") for line in path.read_text(encoding="ascii").split("\n")]
+    examples = []
+    for i in range(0, len(lines) - 1, 4):
+        match = _SEMEVAL_LINE.match(lines[i])
+        if match is None:
+            raise DataError(f"{path}, line {i + 1}: expected '<id><TAB>\"<sentence>\"', found {lines[i][:60]!r}. "
+                            f"The file is not the original SemEval-2010 Task 8 release.", path=path, problem="layout")
+        examples.append({"id": int(match.group(1)), "text": match.group(2), "label": lines[i + 1].strip()})
+    return examples
+
+
+def load_semeval(seed: int = 0) -> dict[str, list[dict]]:
+    """SemEval-2010 Task 8 (Hendrickx et al. 2010): train / validation / test examples (notebook 08).
+
+    Items are ``{"id": 1, "text": "The <e1>author</e1> of a keygen uses a <e2>disassembler</e2> ...",
+    "label": "Instrument-Agency(e2,e1)"}``, the nominals marked as in the release. The release has no
+    validation split: 800 training examples are carved off with ``seed``; the 2,717 test sentences are
+    the official test set.
+    """
+    name = RELATIONS
+    splits = info(name)["splits"]
+    train = _read_semeval(_files(name, splits["train"])[0])
+    test = _read_semeval(_files(name, splits["test"])[0])
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    val_idx = set(order[:SEMEVAL_VALIDATION])
+    return {"train": [ex for i, ex in enumerate(train) if i not in val_idx],
+            "validation": [ex for i, ex in enumerate(train) if i in val_idx], "test": test}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Question answering: SQuAD v1.1
+
+def load_squad(split: str = "dev") -> list[dict]:
+    """SQuAD v1.1's articles (Rajpurkar et al. 2016): ``[{"title", "paragraphs": [{"context", "qas": [{"id",
+    "question", "answers": [{"text", "answer_start"}, ...]}]}]}]``, as in the official JSON (notebook 08).
+
+    ``split="dev"`` is the official development set (in every data folder). ``split="train"`` is the official
+    training set, which only a download brings (``python -m bertbook data --download squad-v1.1`` on a machine
+    with internet puts it beside the dev set); without it, notebook 08 splits the dev set by article.
+    """
+    name = SQUAD
+    if split == "dev":
+        (path,) = _files(name, info(name)["splits"]["dev"])
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return json.load(f)["data"]
+    if split != "train":
+        raise ValueError(f"SQuAD v1.1 has splits 'dev' and 'train'; got split={split!r}.")
+    expected = info(name)["source"]["originals"]["train-v1.1.json"]
+    for root in paths.data_dirs():
+        path = root / info(name)["folder"] / "train-v1.1.json"
+        if path.is_file():
+            actual = _sha256(path)
+            if actual != expected["sha256"]:
+                raise DataError(f"{path} is not the official SQuAD v1.1 training set: SHA-256 {actual}, expected "
+                                f"{expected['sha256']}. Delete it and run python -m bertbook data --download "
+                                f"squad-v1.1 --force.", path=path, expected_sha256=expected["sha256"],
+                                problem="checksum")
+            return json.loads(path.read_text(encoding="utf-8"))["data"]
+    raise DataError(f"The SQuAD v1.1 training set (train-v1.1.json) is not in any data folder; only the dev set "
+                    f"is. On a machine with internet, python -m bertbook data --download squad-v1.1 --force fetches "
+                    f"both from {expected['url'].rsplit('/', 1)[0]}/; without it, split the dev set by article "
+                    f"(bertbook.qa.squad_splits does).", path=Path("train-v1.1.json"), problem="not found")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Evaluation text: WikiText-2
 
 def load_wikitext2(split: str = "validation", raw: bool = False) -> str:
@@ -691,8 +777,29 @@ def _build_gutenberg(entry: dict, out: Path, fetch: Fetch) -> None:
               file=sys.stderr)
 
 
+def _build_squad(entry: dict, out: Path, fetch: Fetch) -> None:
+    """The official SQuAD v1.1 files: each checked against its SHA-256, the dev set gzipped as the reference
+    (``gzip -9 -n``: no name, no time, so the bytes are reproducible), the train set kept as it is."""
+    import subprocess
+
+    for rel, spec in entry["source"]["originals"].items():
+        fetch(spec["url"], out / rel)
+        actual = _sha256(out / rel)
+        if actual != spec["sha256"]:
+            raise DataError(f"{spec['url']} has SHA-256 {actual}, expected {spec['sha256']}: the file changed at "
+                            f"its source, so nothing was installed.", path=out / rel,
+                            expected_sha256=spec["sha256"], problem="download")
+    gzip_tool = shutil.which("gzip")
+    if gzip_tool is None:
+        raise DataError("Rebuilding dev-v1.1.json.gz needs the gzip program (GNU gzip), which is not on PATH. "
+                        "Install it, or copy a verified squad-v1.1 folder and set BERTBOOK_DATA_DIR.",
+                        path=out / "dev-v1.1.json.gz", problem="download")
+    subprocess.run([gzip_tool, "-9", "-n", str(out / "dev-v1.1.json")], check=True)
+
+
 _BUILDERS: dict[str, Callable[[dict, Path, Fetch], None]] = {
-    "files": _build_files, "aclimdb": _build_aclimdb, "gutenberg": _build_gutenberg}
+    "files": _build_files, "aclimdb": _build_aclimdb, "gutenberg": _build_gutenberg,
+    "squad": _build_squad}
 
 
 def download(name: str, *, dest_root: Path | None = None, fetch: Fetch | None = None,
@@ -738,3 +845,9 @@ def download(name: str, *, dest_root: Path | None = None, fetch: Fetch | None = 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line: python -m bertbook data
+
+
