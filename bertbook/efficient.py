@@ -378,11 +378,9 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------------
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from .data import _sha256
+
+    return _sha256(path)
 
 
 def base_reference(info: dict) -> dict:
@@ -404,28 +402,23 @@ def save_efficient(out: str | os.PathLike, model: nn.Module, info: dict, method:
     Written to a temporary folder and renamed into place; a folder with files is replaced only with
     ``overwrite=True``. The tokenizer is the base's and is not copied.
     """
+    import tempfile
+
     from safetensors.torch import save_file
 
     from .utils import replace_folder
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if not overwrite and out.is_dir() and any(out.iterdir()):
         raise FileExistsError(f"{out} already holds files; choose another --out, or pass --overwrite "
                               f"(overwrite=True) to replace it.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    import shutil
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        save_file(trainable_state(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        settings = {"method": method.to_dict(), "base": base_reference(info), "info": info,
-                    "parameters": count_parameters(model)}
-        (tmp / SETTINGS_NAME).write_text(json.dumps(settings, indent=2, default=_jsonable) + "\n")
-        replace_folder(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    settings = {"method": method.to_dict(), "base": base_reference(info), "info": info,
+                "parameters": count_parameters(model)}
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.tmp-", dir=out.parent, ignore_cleanup_errors=True) as tmp:
+        save_file(trainable_state(model), str(Path(tmp) / WEIGHTS_NAME), metadata={"format": "pt"})
+        (Path(tmp) / SETTINGS_NAME).write_text(json.dumps(settings, indent=2, default=_jsonable) + "\n")
+        replace_folder(tmp, out)  # the finished folder takes the old one's place by renames
     return out
 
 
@@ -435,9 +428,9 @@ def is_efficient(folder: str | os.PathLike) -> bool:
 
 
 def _jsonable(x: Any) -> Any:
-    from .finetune import _jsonable as convert
+    from .finetune import jsonable
 
-    return convert(x)
+    return jsonable(x)
 
 
 def build_base(P: Preset, init: str | os.PathLike, verbose: bool = False) -> tuple[nn.Module, Any, dict]:
@@ -458,7 +451,7 @@ def load_efficient(folder: str | os.PathLike) -> tuple[nn.Module, Any, dict]:
     from safetensors.torch import load_file
 
     from .config import get_preset
-    from .model import check_files, read_json_file
+    from .checkpoint import check_files, read_json_file
 
     folder = Path(folder)
     remedy = f"Fine-tune it again (python -m bertbook finetune ... --peft METHOD --out {folder} --overwrite)."
@@ -676,7 +669,7 @@ def run_efficient(P: Preset, task: str, init: str | os.PathLike, method: Method,
     tokenizer, info, the `FineTuneResult`) are in ``record["_run"]``."""
     from . import data as data_lib
     from .course import machine, set_seed
-    from .finetune import encode, evaluate, fine_tune, task_data
+    from .finetune import encode, evaluate_classifier, fine_tune, task_data
 
     set_seed(P.finetune.seed)
     splits = dict(data if data is not None else task_data(P, task))
@@ -687,10 +680,9 @@ def run_efficient(P: Preset, task: str, init: str | os.PathLike, method: Method,
     L, pad = info["max_length"], tokenizer.pad_token_id or 0
     enc = {k: encode(tokenizer, t, y, L, info["truncation"]) for k, (t, y) in splits.items()}
     cfg = replace(P.finetune, learning_rate=learning_rate(P, info, method))
-    extra = {} if tracker is None else {"tracker": tracker}
     with PeakRSS() as mem:  # training only: gradients, optimizer state, activations
-        result = fine_tune(model, enc["train"], enc["validation"], cfg, pad_id=pad, verbose=verbose, **extra)
-    test = evaluate(model, enc["test"], P.finetune.batch_size * 2, pad)
+        result = fine_tune(model, enc["train"], enc["validation"], cfg, pad_id=pad, verbose=verbose, tracker=tracker)
+    test = evaluate_classifier(model, enc["test"], P.finetune.batch_size * 2, pad)
     counts = count_parameters(model)
     record = {"task": task, "model": info["init"], "method": method.kind, "label": method.label,
               "preset": P.name, "seed": P.finetune.seed, "train_examples": len(enc["train"]), "max_length": L,

@@ -273,12 +273,15 @@ class FineTuneResult:
 
 
 def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: FinetuneConfig, *, pad_id: int = 0,
-              evals_per_epoch: int = 1, verbose: bool = True) -> FineTuneResult:
+              evals_per_epoch: int = 1, verbose: bool = True, tracker: Any = None,
+              after_step: Any = None) -> FineTuneResult:
     """Fine-tune ``model`` on ``train``; keep the weights that score best on ``val``. Taught in notebook 06.
 
     AdamW with no decay on biases and LayerNorm, linear warmup over ``cfg.warmup_frac`` of the steps then
     linear decay to 0, gradient clipping at ``cfg.max_grad_norm``. The model must accept the batch keys
-    and return ``.loss`` and ``.logits`` (bertbook and transformers models both do).
+    and return ``.loss`` and ``.logits`` (bertbook and transformers models both do). ``tracker`` (a
+    `bertbook.tracking.Tracker`) receives the loss and learning rate of every step and each evaluation;
+    ``after_step(step)`` runs after each optimizer step, while the gradients still exist (AdaLoRA, notebook 09).
     """
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"empty split: {len(train)} training and {len(val)} validation examples.")
@@ -305,15 +308,21 @@ def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: Finetun
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
+            if after_step is not None:
+                after_step(step + 1)
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
             step += 1
+            if tracker is not None:
+                tracker.log(step, {"train/loss": losses[-1], "train/lr": scheduler.get_last_lr()[0]})
             if i in eval_at:
                 ev = evaluate_classifier(model, val, cfg.batch_size * 2, pad_id)
                 record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses[last_eval_step:])),
                           "val_loss": ev["loss"], "val_accuracy": ev["accuracy"], "val_f1": ev["f1"],
                           "seconds": time.perf_counter() - t0}
                 record["kept"] = best.update(model, ev["accuracy"], epoch=epoch, step=step)
+                if tracker is not None:
+                    tracker.log(step, {"val/loss": ev["loss"], "val/accuracy": ev["accuracy"], "val/f1": ev["f1"]})
                 history.append(record)
                 last_eval_step = step
                 if verbose:
