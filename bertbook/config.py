@@ -436,7 +436,7 @@ PRESETS: dict[str, Preset] = {
                                 train_examples=2000, val_examples=500, test_examples=2000,
                                 minilm_max_length=128),
         data=DataConfig(corpus="gutenberg-small+imdb-reviews"),
-        efficient=EfficientConfig(),
+        efficient=EfficientConfig(lora_ranks=(4, 16), test_examples=500),
         # sized so that notebook 08 (two encoders on four tasks) runs in about 15 minutes on 2 cores
         tasks=TasksConfig(ner_train_examples=2000, relation_train_examples=2000, qa_train_examples=1200,
                           eval_examples=500, max_length=96, qa_max_length=192, qa_stride=64, epochs=2),
