@@ -19,8 +19,16 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
-from .train import build_model
+from . import data
+from .config import ModelConfig, get_preset
+from .corpus import build_cache, iter_paragraphs
+from .course import machine
+from .hf import to_hf_config
+from .masking import MaskVocab, mask_tokens
+from .model import BertForMaskedLM
+from .pretrained import minilm_path
+from .tokenizer import get_tokenizer
+from .train import build_model, make_optimizer
 from .utils import autocast_dtype
 
 __all__ = ["CONFIGS", "peak_flops", "time_training", "bench_models", "bench_tokenization", "run_bench",
@@ -55,7 +63,6 @@ def _config(layers: int, hidden: int, heads: int, seq: int, vocab: int = VOCAB) 
 
 def _batch(cfg: ModelConfig, batch: int, seq: int, device: torch.device, seed: int = 0) -> dict:
     """A packed batch of ordinary token ids, 15% masked with BERT's 80/10/10 rule."""
-    from .masking import MaskVocab, mask_tokens
 
     special = torch.zeros(cfg.vocab_size, dtype=torch.bool)
     special[:5] = True  # [PAD] [UNK] [CLS] [SEP] [MASK], as in bertbook's tokenizer
@@ -86,7 +93,6 @@ def time_training(step, device: torch.device, steps: int) -> float:
 
 def _trainer(model, batch: dict, masked_only: bool | None, dtype: torch.dtype | None):
     """One AdamW training step of ``model`` on ``batch``, as a closure."""
-    from .train import make_optimizer
 
     opt = make_optimizer(model, 1e-4, 0.01)
     extra = {} if masked_only is None else {"masked_only": masked_only}
@@ -106,9 +112,6 @@ def bench_models(name: str, layers: int, hidden: int, heads: int, device: str = 
                  seq: int = SEQ, steps: int = 5, warmup: int = 2, repeats: int = 3, vocab: int = VOCAB) -> dict:
     """Training tokens/s of bertbook and transformers for one config on one device (best of ``repeats``)."""
     import transformers
-
-    from .hf import to_hf_config
-    from .model import BertForMaskedLM
 
     dev = torch.device(device)
     cfg = _config(layers, hidden, heads, seq, vocab)
@@ -147,20 +150,13 @@ def bench_tokenization(preset=None, max_chars: int = 0) -> dict:
     """Throughput of the pipeline's first step (paragraphs -> sentences -> fast WordPiece -> ids on disk)
     on the preset's corpus, with the bert-base-uncased vocabulary (30,522 entries, shipped with MiniLM), or
     the preset's own tokenizer where MiniLM is not installed."""
-    from . import data
-    from .config import get_preset
-    from .corpus import build_cache, iter_paragraphs
 
     P = preset or get_preset()
     try:
         from transformers import AutoTokenizer
 
-        from .pretrained import minilm_path
-
         tok, tok_name = AutoTokenizer.from_pretrained(str(minilm_path())), "bert-base-uncased vocabulary"
     except ImportError:
-        from .tokenizer import get_tokenizer
-
         tok, tok_name = get_tokenizer(P), f"the {P.name!r} preset's tokenizer"
     text = data.load_corpus(P.data.corpus, "train", max_chars=max_chars, shards=P.data.large_shards)
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,7 +172,6 @@ def run_bench(devices: list[str], quick: bool = False, repeats: int = 3, steps: 
               gpu_batch: int = 256, tokenize_chars: int = 0) -> dict:
     """Every config on every device, then the tokenization throughput (on ``tokenize_chars`` characters of
     the current preset's corpus; 0 = all of gutenberg-small or the preset's shards)."""
-    from .course import machine
 
     rows = []
     for device in devices:

@@ -35,7 +35,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .masking import MSC_SEGMENTS, MaskVocab, mask_tokens, msc_shuffle, nsp_pair, sop_pair, assemble
+from . import data
+from .masking import MSC_SEGMENTS, MaskVocab, assemble, mask_tokens, msc_shuffle, nsp_pair, sop_pair
+from .paths import artifacts_dir
 
 __all__ = [
     "split_sentences",
@@ -225,8 +227,6 @@ def corpus_cache(preset, tokenizer, split: str = "train", progress: bool = True)
     Lives in ``artifacts/<preset>/corpus/<corpus>-<split>-<hash>``; the hash covers the tokenizer, the
     corpus, the split, the character limit and the shard count, so any change builds a fresh cache.
     """
-    from . import data
-    from .paths import artifacts_dir
 
     d = preset.data
     shards = data.corpus_shards(d.corpus, d.large_shards)
@@ -419,7 +419,6 @@ def eval_text(name: str, max_chars: int, preset=None) -> str:
     """Held-out text: ``"gutenberg"`` (the validation book(s) of the books in the preset's corpus),
     ``"imdb-reviews"`` (the 2,500 IMDB training reviews carved off for validation, never pretrained on) or
     ``"wikitext-2"`` (its validation split, WikiText's ``@-@`` artefacts undone and ``<unk>`` kept as [UNK])."""
-    from . import data
 
     if name == "gutenberg":
         corpus = data.book_corpus(preset.data.corpus) if preset is not None else "gutenberg-small"

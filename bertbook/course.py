@@ -15,7 +15,7 @@ import random
 import time
 from pathlib import Path
 
-from .config import Preset, get_preset
+from .config import ConfigError, ModelConfig, Preset, get_preset
 from .paths import artifacts_dir, project_root
 
 __all__ = ["start", "set_seed", "device", "machine", "environment_report", "size_report", "notebooks",
@@ -114,7 +114,6 @@ def size_report(model: "ModelConfig", tokens: float = 0.0) -> str:  # noqa: F821
 def size_text(layers: int, hidden: int, heads: int, ffn_ratio: int = 4, vocab: int = 30522,
               million_tokens: float = 100.0) -> str:
     """What the size panel shows: the parameter count and compute, or the config error (notebook 00)."""
-    from .config import ConfigError, ModelConfig
 
     try:
         model = ModelConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,

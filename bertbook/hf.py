@@ -20,6 +20,7 @@ from torch import nn
 from . import model as M
 from .checkpoint import CheckpointError, load_exact
 from .config import ModelConfig
+from .pretrained import load_minilm
 
 __all__ = ["hf_name", "hf_prelayernorm_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report", "format_report", "TOLERANCE", "MODEL_TYPES"]
 
@@ -331,8 +332,6 @@ def _minilm_hf(kind: str, num_labels: int, _cache: dict = {}):  # noqa: B006 (a 
     import transformers
 
     if "base" not in _cache:
-        from .pretrained import load_minilm
-
         _cache["base"] = load_minilm("base")[0].eval()
     base = _cache["base"]
     config = base.config.__class__(**base.config.to_dict())

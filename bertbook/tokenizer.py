@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import data
 from .checkpoint import MissingFileError, load_or_explain, read_json_file
 from .config import Preset, get_preset
 from .paths import artifacts_dir
@@ -190,7 +191,6 @@ def get_tokenizer(preset: Preset | None = None):
         return load_tokenizer(folder, remedy=f"Delete the folder {folder}: get_tokenizer(P) then trains a new "
                               f"tokenizer (notebook 01); an unfinished pretraining run that used the old one "
                               f"cannot be resumed after that.")
-    from . import data
 
     t0 = time.time()
     shards = data.corpus_shards(P.data.corpus, P.data.large_shards)  # as corpus.corpus_cache
