@@ -196,6 +196,8 @@ def cli_pretrain(argv: list[str]) -> int:
                         help="start from this checkpoint's weights and tokenizer (continued pretraining, e.g. "
                              "on reviews after books), with a fresh optimizer and schedule")
     parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUT/tensorboard")
+    parser.add_argument("--tracker", choices=("none", "tensorboard", "wandb"), default="none",
+                        help="where the curves go: TensorBoard (OUT/tensorboard) or W&B offline (OUT/wandb)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -210,8 +212,9 @@ def cli_pretrain(argv: list[str]) -> int:
         t0 = time.time()
         history = train.pretrain(P, args.out, resume=args.resume, time_budget_s=args.time_budget,
                            stop_after=args.stop_after, progress=not args.no_progress,
-                           tensorboard=args.tensorboard, device=args.device, init_from=args.init_from)
-    except (ConfigError, FileExistsError, train.TrainingDiverged, ValueError) as exc:
+                           tensorboard=args.tensorboard, device=args.device, init_from=args.init_from,
+                           tracker=args.tracker)
+    except (ConfigError, FileExistsError, train.TrainingDiverged, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -283,6 +286,64 @@ def _preset_arg(parser: argparse.ArgumentParser) -> None:
 
 
 
+def _efficient_args(parser: argparse.ArgumentParser) -> None:
+    """The options of fine-tuning a fraction of the weights (notebook 09), and of tracking."""
+    parser.add_argument("--peft", choices=("lora", "adapter", "prefix", "head"), default=None,
+                        help="train only LoRA updates, adapters, prefixes or the head; the encoder stays frozen")
+    parser.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default: the preset's)")
+    parser.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha; the update is scaled by alpha/r")
+    parser.add_argument("--lora-targets", default=None, metavar="NAMES",
+                        help="comma-separated: query,key,value,out,fc1,fc2, or all (default: query,value)")
+    parser.add_argument("--adapter-size", type=int, default=None, help="adapter bottleneck width")
+    parser.add_argument("--prefix-length", type=int, default=None, help="prefix vectors per layer")
+    parser.add_argument("--tracker", choices=("none", "tensorboard", "wandb"), default="none",
+                        help="log the curves to TensorBoard or W&B offline, in logs/<name> beside the model")
+
+
+def _open_tracker(args: argparse.Namespace, out: Path):
+    """The run's tracker, writing to ``<out's folder>/logs/<out's name>`` (the model folder is replaced on save)."""
+    from .tracking import open_tracker
+
+    return open_tracker(args.tracker, out.parent / "logs" / out.name, {k: str(v) for k, v in vars(args).items()})
+
+
+def _finetune_efficient(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``finetune --peft lora|adapter|prefix|head``: `efficient.run_efficient`; saves only what was trained."""
+    from . import efficient as E, finetune as F, paths
+
+    if args.task not in F.TASKS:
+        parser.error(f"--peft is for --task {' or '.join(F.TASKS)}")
+    lora = {"r": args.lora_r, "alpha": args.lora_alpha, "targets": args.lora_targets}
+    if args.peft != "lora" and any(v is not None for v in lora.values()):
+        parser.error("--lora-r, --lora-alpha and --lora-targets go with --peft lora")
+    if args.init == "random":
+        parser.error("--peft trains a few weights on top of a pretrained base: use --init pretrained, minilm or a "
+                     "checkpoint folder (from random weights, fine-tune everything without --peft)")
+    changes = {"finetune.train_examples": args.train_examples, "finetune.max_length": args.max_length,
+               "finetune.minilm_max_length": args.max_length, "finetune.truncation": args.truncation}
+    settings = {**lora, "bottleneck": args.adapter_size, "prefix_length": args.prefix_length}
+    try:
+        P = get_preset(args.preset, **{k: v for k, v in changes.items() if v is not None})
+        method = E.method_from_preset(P, args.peft, **{k: v for k, v in settings.items() if v is not None})
+        out = args.out or paths.artifacts_dir(P.name, f"finetune-{args.task}-{F.init_name(args.init)}-{args.peft}")
+        if out.exists() and any(out.iterdir()) and not args.overwrite:
+            raise FileExistsError(f"{out} already holds a model; pass --overwrite to replace it or choose another "
+                                  f"--out.")
+        tracker = _open_tracker(args, out)
+        record = E.run_efficient(P, args.task, args.init, method, out=out, overwrite=True, tracker=tracker,
+                                 verbose=not args.quiet)
+        tracker.close()
+    except (ValueError, OSError, ImportError) as exc:  # ConfigError is a ValueError; FileExistsError an OSError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    record.pop("_run")
+    if not args.quiet:
+        print(f"{method.label}: {record['trainable']:,} trainable parameters of {record['total']:,} "
+              f"({100 * record['trainable'] / record['total']:.2f}%); saved {record['saved_bytes']:,} bytes")
+    print(json.dumps(record, default=F.jsonable))
+    return 0
+
+
 def cli_finetune(argv: list[str]) -> int:
     """``python -m bertbook finetune --task imdb --init pretrained --preset laptop --out DIR``."""
     from . import finetune as F, paths
@@ -302,7 +363,10 @@ def cli_finetune(argv: list[str]) -> int:
     parser.add_argument("--max-length", type=int, default=None, help="override the tokens per example")
     parser.add_argument("--truncation", choices=("head", "head+tail"), default=None)
     parser.add_argument("--quiet", action="store_true", help="print only the JSON line")
+    _efficient_args(parser)
     args = parser.parse_args(argv)
+    if args.peft is not None:
+        return _finetune_efficient(parser, args)
     P = get_preset(args.preset)
     out = args.out or paths.artifacts_dir(P.name, f"finetune-{args.task}-{F.init_name(args.init)}")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -310,10 +374,12 @@ def cli_finetune(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     try:
+        tracker = _open_tracker(args, out)
         run = F.run_finetune(P, args.task, args.init, out=out, train_examples=args.train_examples,
                            max_length=args.max_length, truncation=args.truncation, overwrite=True,
-                           verbose=not args.quiet)
-    except (ValueError, FileNotFoundError) as exc:
+                           verbose=not args.quiet, tracker=tracker)
+        tracker.close()
+    except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(run.record, default=F.jsonable))

@@ -443,8 +443,13 @@ def save_finetuned(out: str | os.PathLike, model: torch.nn.Module, tokenizer, in
 
 
 def load_finetuned(folder: str | os.PathLike) -> tuple[torch.nn.Module, Any, dict]:
-    """Load a model saved by `save_finetuned` (bertbook or transformers): ``(model, tokenizer, info)``."""
+    """Load a model saved by `save_finetuned` (bertbook or transformers), or by `efficient.save_efficient`
+    (the trained weights only, on their base): ``(model, tokenizer, info)``."""
     folder = Path(folder)
+    from .efficient import is_efficient, load_efficient
+
+    if is_efficient(folder):  # only the weights trained on a frozen base (notebook 09)
+        return load_efficient(folder)
     if not (folder / INFO_NAME).is_file():
         raise MissingFileError(f"{folder} is not a fine-tuned model (no {INFO_NAME}). Make one with "
                                f"python -m bertbook finetune --task sst2 --init random --out {folder}.")
@@ -607,8 +612,9 @@ def learning_rate_for(cfg: FinetuneConfig, info: dict) -> float:
 def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: str | os.PathLike | None = None,
                  *, train_examples: int | None = None, max_length: int | None = None,
                  truncation: str | None = None, overwrite: bool = True, data: dict | None = None,
-                 verbose: bool = True) -> FinetuneRun:
-    """Build, fine-tune, test (and for IMDB, test on Rotten Tomatoes); save to ``out`` if given.
+                 verbose: bool = True, tracker: Any = None) -> FinetuneRun:
+    """Build, fine-tune, test (and for IMDB, test on Rotten Tomatoes); save to ``out`` if given. ``tracker``
+    (`bertbook.tracking`) receives the training curves.
 
     The time reported is that of fine-tuning and evaluating, not of making the pretrained checkpoint.
     Taught in notebook 06; the ``finetune`` command runs it.
@@ -627,7 +633,7 @@ def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: 
               f"test examples, length {L} ({trunc}), {P.finetune.epochs} epoch(s)")
     t0 = time.perf_counter()
     cfg = dataclasses.replace(P.finetune, learning_rate=learning_rate_for(P.finetune, info))
-    result = fine_tune(model, enc["train"], enc["validation"], cfg, pad_id=pad, verbose=verbose)
+    result = fine_tune(model, enc["train"], enc["validation"], cfg, pad_id=pad, verbose=verbose, tracker=tracker)
     test = evaluate_classifier(model, enc["test"], P.finetune.batch_size * 2, pad)
     ood = evaluate_classifier(model, enc["ood"], P.finetune.batch_size * 2, pad) if "ood" in enc else None
     seconds = time.perf_counter() - t0

@@ -39,6 +39,7 @@ from .masking import MaskVocab, num_sentence_labels
 from .model import BertForPreTraining
 from .paths import artifacts_dir
 from .tokenizer import get_tokenizer, load_tokenizer
+from .tracking import open_tracker
 from .utils import autocast, autocast_dtype, eval_mode, replace_folder
 
 __all__ = [
@@ -471,7 +472,7 @@ class Run:
     say: Callable = print
     progress: bool = True
     callback: Callable[[dict], None] | None = None
-    writer: Any = None  # TensorBoard SummaryWriter, when asked for
+    tracker: Any = None  # a bertbook.tracking.Tracker: none, TensorBoard or W&B offline (notebook 09)
     init_from: str | None = None
 
     @property
@@ -532,7 +533,8 @@ def _training_objects(P, vocab_size: int, dev: torch.device, clock: Clock, init_
 
 def start_run(P, run_dir: Path, resume: bool = False, init_from: str | os.PathLike | None = None, *,
               device: str | None = None, progress: bool = True, verbose: bool = True,
-              callback: Callable[[dict], None] | None = None, tensorboard: bool = False) -> Run | History:
+              callback: Callable[[dict], None] | None = None, tensorboard: bool = False,
+              tracker: str = "none") -> Run | History:
     """Everything :func:`pretrain` needs: tokenizer, data, held-out batches, model, optimizer, schedule,
     restored from the checkpoint when resuming. Returns the finished run's History if there is nothing to do."""
 
@@ -578,24 +580,21 @@ def start_run(P, run_dir: Path, resume: bool = False, init_from: str | os.PathLi
         train_model = DistributedDataParallel(model, device_ids=[local] if dev.type == "cuda" else None)
     if pc.compile:
         train_model = torch.compile(train_model)
-    writer = None
-    if tensorboard and main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+    # where the numbers go (tensorboard=True is short for tracker="tensorboard"); only rank 0 logs
+    chosen = "tensorboard" if tensorboard else tracker
+    logs = open_tracker(chosen if main else "none", run_dir, {"preset": P.to_dict(), "init_from": str(init_from)})
     return Run(P=P, run_dir=run_dir, device=dev, rank=rank, world=world, tokenizer=tok, tokenizer_hash=tok_hash,
                data=data, eval_sets=eval_sets, model=model, train_model=train_model, optimizer=optimizer,
                scheduler=scheduler, clock=clock, history=history, start=start, dtype=autocast_dtype(pc.precision, dev),
-               say=say, progress=progress, callback=callback, writer=writer,
+               say=say, progress=progress, callback=callback, tracker=logs,
                init_from=str(init_from) if init_from is not None else None)
 
 
 def report(run: Run, record: dict) -> None:
-    """Hand a train or eval record to TensorBoard and to the caller's ``callback``."""
-    if run.writer is not None:
-        for k, v in record.items():
-            if isinstance(v, (int, float)) and k != "step":
-                run.writer.add_scalar(f"{record.get('name', 'train')}/{k}", v, record["step"])
+    """Hand a train or eval record to the tracker and to the caller's ``callback``."""
+    name = record.get("name", "train")
+    run.tracker.log(record["step"], {f"{name}/{k}": v for k, v in record.items()
+                                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"})
     if run.callback is not None:
         run.callback(record)
 
@@ -673,7 +672,7 @@ def _mean_over_processes(run: Run, stats: torch.Tensor) -> list[float]:
 def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool = False,
              time_budget_s: float | None = None, callback: Callable[[dict], None] | None = None, *,
              stop_after: int | None = None, progress: bool = True, tensorboard: bool = False,
-             device: str | None = None, verbose: bool = True,
+             tracker: str = "none", device: str | None = None, verbose: bool = True,
              init_from: str | os.PathLike | None = None) -> History:
     """Pretrain BERT on the preset's corpus; return the :class:`History` (notebook 05).
 
@@ -685,7 +684,9 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
     learning-rate schedule then follows the clock. ``stop_after`` ends the run after that many steps
     without changing its schedule (resume it later). ``init_from`` (a checkpoint folder) starts from its
     weights and tokenizer with a fresh optimizer and schedule: continued, domain-adaptive pretraining.
-    ``callback(record)`` receives every train and eval record (``record["kind"]``). Under ``torchrun``
+    ``callback(record)`` receives every train and eval record (``record["kind"]``); so does ``tracker``
+    ("tensorboard" or "wandb", see `bertbook.tracking`; ``tensorboard=True`` is short for the first),
+    which writes them under ``out_dir``. Under ``torchrun``
     every process trains on its own micro-batches (DistributedDataParallel); rank 0 evaluates, logs and
     writes checkpoints.
     """
@@ -696,7 +697,7 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
                                                        else time_budget_s)})
     run_dir = Path(out_dir) if out_dir is not None else artifacts_dir(P.name, "pretrain")
     run = start_run(P, run_dir, resume, init_from, device=device, progress=progress, verbose=verbose,
-                    callback=callback, tensorboard=tensorboard)
+                    callback=callback, tensorboard=tensorboard, tracker=tracker)
     if isinstance(run, History):
         return run
     pc, budget, clock, history = P.pretrain, P.pretrain.time_budget_s, run.clock, run.history
@@ -740,8 +741,7 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
         if finished or done == stop_after:
             break
     bar.close()
-    if run.writer is not None:
-        run.writer.close()
+    run.tracker.close()
     ev = history.last_eval("gutenberg")
     if ev is not None:
         run.say(f"step {history.train[-1]['step'] if history.train else run.start}: held-out MLM loss "

@@ -166,3 +166,48 @@ def test_save_holds_only_trained_tensors_and_loads_back(tmp_path, monkeypatch):
     shutil.rmtree(ckpt)
     with pytest.raises(FileNotFoundError, match="missing"):
         E.load_efficient(out)
+
+
+@pytest.mark.slow
+def test_cli_finetune_peft_end_to_end(artifacts, tmp_path, capsys):
+    from bertbook import cli, tracking
+
+    out = tmp_path / "sst2-lora"
+    args = ["--task", "sst2", "--init", "pretrained", "--preset", "ci", "--train-examples", "48", "--quiet",
+            "--peft", "lora", "--lora-r", "2", "--lora-alpha", "4", "--lora-targets", "query,value,fc1"]
+    assert cli.cli_finetune(args + ["--out", str(out), "--tracker", "tensorboard"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["method"] == "lora" and 0 < record["trainable"] < record["total"] / 10
+    assert sorted(p.name for p in out.iterdir()) == [E.SETTINGS_NAME, E.WEIGHTS_NAME]  # no copy of the base
+    scalars = tracking.read_scalars(tmp_path / "logs" / "sst2-lora")
+    assert len(scalars["train/loss"]) == 3 and "val/accuracy" in scalars  # 48 examples, batch 16: 3 steps
+    assert cli.cli_predict(["--model", str(out), "a wonderful, moving film", "dull and far too long"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.split("\t")[0] in ("negative", "positive") for line in lines)
+    assert cli.cli_finetune(args + ["--out", str(out)]) == 2  # never overwritten silently
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--peft", "lora", "--lora-r", "0"], "LoRA rank must be a positive integer"),
+    (["--peft", "lora", "--lora-targets", "query,dense"], "unknown LoRA target dense"),
+    (["--peft", "lora", "--init", "no/such/folder"], "not 'random', 'pretrained', 'minilm'"),
+])
+def test_cli_finetune_peft_refuses_bad_input(artifacts, tmp_path, capsys, extra, message):
+    from bertbook import cli
+
+    args = ["--task", "sst2", "--preset", "ci", "--quiet", "--out", str(tmp_path / "m"), *extra]
+    assert cli.cli_finetune(args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--peft", "lora", "--init", "random"], "pretrained base"),
+    (["--peft", "adapter", "--lora-r", "4"], "go with --peft lora"),
+])
+def test_cli_finetune_peft_usage_errors(artifacts, capsys, extra, message):
+    from bertbook import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.cli_finetune(["--task", "sst2", "--preset", "ci", *extra])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
