@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import ConfigError
 from .paths import artifacts_dir
-from .train import flatten_settings, pretrain
+from .train import pretrain, pretraining_settings
 
 __all__ = ["experiment_length", "experiment_settings", "run_experiment", "plot_runs"]
 
@@ -79,7 +79,8 @@ def run_experiment(preset, label: str | None = None, **settings) -> dict:
     length = {} if "pretrain.max_steps" in changes else experiment_length(preset)
     P = preset.override(**{**length, **changes})
     P = P.override(**{"pretrain.eval_every": P.pretrain.max_steps, "pretrain.checkpoint_every": P.pretrain.max_steps})
-    key = hashlib.sha256(json.dumps(flatten_settings(P.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    settings = json.dumps(pretraining_settings(P.to_dict()), sort_keys=True, default=str)
+    key = hashlib.sha256(settings.encode()).hexdigest()[:12]
     history = pretrain(P, artifacts_dir(P.name, "experiments", key), resume=True, progress=False, verbose=False)
     return {"label": label or _describe(changes), "settings": changes, "history": history}
 

@@ -195,6 +195,7 @@ CHECKPOINT = "checkpoint"  # the latest good checkpoint inside a run folder
 STATE_FILE = "training_state.pt"  # optimizer, scheduler, random generators
 RUN_FILE = "pretrain.json"  # preset, progress and history (human-readable)
 # Settings that may differ when a run is resumed: they change how often it reports, not what it computes.
+PRETRAINING_GROUPS = ("model", "pretrain", "data")  # the preset groups a pretraining run depends on
 RESUMABLE_CHANGES = {"pretrain.eval_every", "pretrain.eval_batches", "pretrain.checkpoint_every",
                      "pretrain.compile", "pretrain.precision", "data.eval_max_chars"}
 
@@ -299,12 +300,18 @@ def load_training_state(checkpoint: Path) -> dict:
         raise file_error(path, "not a readable torch file", advice, exc) from None
 
 
+def pretraining_settings(preset: dict) -> dict:
+    """The settings that decide what pretraining computes, flattened (``{"pretrain.learning_rate": ...}``):
+    the model, pretraining and data groups. Fine-tuning and the later notebooks' groups are left out, so that
+    changing them (or a version of the course adding a group) never invalidates a pretraining run."""
+    return {k: v for k, v in flatten_settings(preset).items() if k.split(".", 1)[0] in PRETRAINING_GROUPS}
+
+
 def check_resumable(saved: dict, preset, tokenizer_hash: str, where: Path) -> None:
     """Refuse to resume a checkpoint made with another configuration, naming every difference."""
-    old, new = flatten_settings(saved["preset"]), flatten_settings(preset.to_dict())
+    old, new = pretraining_settings(saved["preset"]), pretraining_settings(preset.to_dict())
     diffs = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new))
-             if k not in RESUMABLE_CHANGES and k not in ("name", "description") and not k.startswith("finetune.")
-             and old.get(k) != new.get(k)]
+             if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
     if saved.get("tokenizer") != tokenizer_hash:
         diffs.append("the tokenizer differs (it was retrained since)")
     if diffs:

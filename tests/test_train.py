@@ -162,6 +162,20 @@ def test_checkpoint_from_another_config_is_refused(P, tmp_path):
                        progress=False, verbose=False)
 
 
+def test_settings_outside_pretraining_do_not_block_a_resume(P, tmp_path):
+    """Fine-tuning settings, or a group a later version of the course adds, are not part of what pretraining
+    computed: a checkpoint saved without them still resumes."""
+    train.pretrain(P, tmp_path / "run", stop_after=4, progress=False, verbose=False)
+    state = tmp_path / "run" / train.CHECKPOINT / train.RUN_FILE
+    saved = json.loads(state.read_text())
+    saved["preset"]["finetune"]["learning_rate"] = 0.5
+    saved["preset"]["a_later_notebook"] = {"rank": 8}
+    state.write_text(json.dumps(saved))
+    history = train.pretrain(P, tmp_path / "run", resume=True, progress=False, verbose=False)
+    assert history.finished
+    assert train.pretraining_settings(saved["preset"]) == train.pretraining_settings(P.to_dict())
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(P, tmp_path, monkeypatch):
     calls = []
     real = train.compute_loss
