@@ -43,11 +43,12 @@ from .attention import fused_attention, scaled_dot_product_attention
 from .config import LORA_TARGETS, ConfigError, Preset
 
 __all__ = [
-    "METHODS", "LoRALinear", "add_lora", "merge_lora", "unmerge_lora", "Adapter", "AdaptedAttention",
+    "METHODS", "LoRALinear", "add_lora", "lora_parameters", "merge_lora", "unmerge_lora", "Adapter", "AdaptedAttention",
     "AdaptedFeedForward", "add_adapters", "PrefixAttention", "add_prefix", "Method", "method_from_preset",
     "apply_method", "freeze", "count_parameters", "trainable_state", "save_efficient", "load_efficient",
     "is_efficient", "peft_target_modules", "peft_lora", "copy_lora_to_peft", "compare_with_peft",
-    "adalora_ranks", "PeakRSS",
+    "adalora_ranks", "adalora_experiment", "plot_ranks", "PeakRSS", "run_efficient", "comparison_methods",
+    "comparison_row", "render_comparison",
 ]
 
 METHODS = ("full", "head", "lora", "adapter", "prefix")  # what fine-tuning trains (see Method)
@@ -154,6 +155,16 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0, targets: Sequenc
                 raise ValueError(f"{target} already has LoRA: build a fresh model to apply another setting.")
             setattr(owner, name, LoRALinear(linear, r, alpha, dropout))
     return model.train(model.training)  # new modules take the model's mode (eval: no dropout)
+
+
+def lora_parameters(config, r: int, targets: Sequence[str] | str) -> int:
+    """LoRA's new parameters for a model config, from the shapes alone: r (d_in + d_out) per target and layer.
+
+    query, key, value and out are (D x D), fc1 is (D -> FFN) and fc2 (FFN -> D). The widget of notebook 09
+    shows this count as the sliders move, before anything is built."""
+    D, I = config.hidden_size, config.intermediate_size
+    sizes = {"query": 2 * D, "key": 2 * D, "value": 2 * D, "out": 2 * D, "fc1": D + I, "fc2": I + D}
+    return config.num_hidden_layers * sum(r * sizes[t] for t in _targets(targets))
 
 
 def lora_layers(model: nn.Module) -> list[LoRALinear]:
@@ -580,11 +591,71 @@ def adalora_ranks(peft_model: nn.Module) -> dict[str, list[int]]:
         if not isinstance(lam, nn.ParameterDict) or "default" not in lam:
             continue
         layer = int(re.search(r"layer\.(\d+)\.", name).group(1))
-        short = {"attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
-                 "attention.output.dense": "out", "intermediate.dense": "fc1", "output.dense": "fc2"}
-        target = next(v for k, v in short.items() if name.endswith(f"{layer}.{k}"))
+        target = next(t for t, hf in HF_TARGETS.items() if name.endswith(f"{layer}.{hf}"))
         ranks.setdefault(target, {})[layer] = int((lam["default"] != 0).sum())
     return {t: [d[i] for i in sorted(d)] for t, d in ranks.items()}
+
+
+HF_TARGETS = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+              "out": "attention.output.dense", "fc1": "intermediate.dense", "fc2": "output.dense"}
+
+
+def adalora_experiment(P: Preset, task: str = "sst2", init_r: int = 8, target_r: int = 2,
+                       targets: Sequence[str] = LORA_TARGETS, verbose: bool = False) -> dict:
+    """Fine-tune MiniLM with `peft`'s AdaLoRA (Zhang et al. 2023) on the comparison's slice of ``task`` and
+    return the rank each target ended with in each layer (`adalora_ranks`), the test accuracy and the budget.
+
+    Every target starts at rank ``init_r``; after a warm-up (10% of the steps) the total budget shrinks
+    smoothly to ``target_r`` per target on average, taking rank from the updates whose singular values matter
+    least (sensitivity times uncertainty), and stays fixed for the last 20% of the steps.
+    """
+    import re
+
+    import peft
+
+    from .finetune import build_classifier, encode, evaluate_classifier, fine_tune, task_data
+
+    P = comparison_preset(P)
+    model, tokenizer, info = build_classifier(P, "minilm", verbose=False)  # a transformers model
+    splits = task_data(P, task)
+    L, pad = info["max_length"], tokenizer.pad_token_id or 0
+    enc = {k: encode(tokenizer, t, y, L, info["truncation"]) for k, (t, y) in splits.items() if k != "ood"}
+    total = math.ceil(len(enc["train"]) / P.finetune.batch_size) * P.finetune.epochs
+    pattern = r".*layer\.\d+\.(" + "|".join(re.escape(HF_TARGETS[t]) for t in _targets(tuple(targets))) + ")$"
+    config = peft.AdaLoraConfig(task_type=peft.TaskType.SEQ_CLS, init_r=init_r, target_r=target_r,
+                                lora_alpha=2 * init_r, target_modules=pattern, total_step=total,
+                                tinit=max(1, total // 10), tfinal=max(1, total // 5), deltaT=1)
+    wrapped = peft.get_peft_model(model, config)
+    cfg = replace(P.finetune, learning_rate=P.efficient.lora_learning_rate)
+    fine_tune(wrapped, enc["train"], enc["validation"], cfg, pad_id=pad, verbose=verbose,
+              after_step=lambda step: wrapped.base_model.update_and_allocate(step))
+    test = evaluate_classifier(wrapped, enc["test"], P.finetune.batch_size * 2, pad)
+    ranks = adalora_ranks(wrapped)
+    return {"ranks": ranks, "accuracy": test["accuracy"], "init_r": init_r, "target_r": target_r,
+            "steps": total, "budget": target_r * len(ranks) * len(next(iter(ranks.values()))),
+            "total_rank": sum(map(sum, ranks.values()))}
+
+
+def plot_ranks(ranks: dict[str, list[int]], init_r: int | None = None, ax=None, title: str = "AdaLoRA's final ranks"):
+    """Targets (rows) by layer (columns), each cell the rank AdaLoRA left there."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(ranks)
+    grid = np.array([ranks[n] for n in names])  # (targets, layers)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.0 + 0.6 * grid.shape[1], 0.8 + 0.4 * len(names)))
+    ax.imshow(grid, cmap="Blues", vmin=0, vmax=init_r or grid.max())
+    ax.grid(False)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            ax.text(j, i, str(grid[i, j]), ha="center", va="center",
+                    color="white" if grid[i, j] > (init_r or grid.max()) / 2 else "black")
+    ax.set_xticks(range(grid.shape[1]), [str(j) for j in range(grid.shape[1])])
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("layer")
+    ax.set_title(title, fontsize=9)
+    return ax
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@
                  experiment_panel     sliders for a short pretraining experiment, curves overlaid
     notebook 06  try_it               type a review, see the label, its probability and [CLS]'s attention
     notebook 07  attention_explorer   a model, a sentence, a layer and a head; the views update
+    notebook 09  lora_panel           LoRA's rank, alpha and targets: trainable count at once, a button that
+                                      trains and plots accuracy against trainable parameters
 
 Each panel only wires widgets to plain functions of the concept modules (``masking.mask_preview``,
 ``finetune.describe``, ``experiments.run_experiment``, ...), which the tests call directly. ipywidgets,
@@ -441,3 +443,86 @@ def try_it(model: torch.nn.Module, tokenizer, info: dict,
     button.on_click(show)
     show()
     return W.VBox([box, button, result])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Notebook 09: LoRA's rank, alpha and targets; accuracy against trainable parameters
+# ----------------------------------------------------------------------------------------------------------
+
+def lora_panel(preset, task: str = "sst2", init: str = "pretrained", reference: Sequence[dict] = (),
+               points: list[dict] | None = None):
+    """Rank, alpha and target layers of LoRA: the trainable-parameter count updates as they move (from the
+    shapes, `efficient.lora_parameters`); the button fine-tunes with them (`efficient.run_efficient`) and adds
+    the run to a plot of test accuracy against trainable parameters, beside the ``reference`` rows (e.g. the
+    stored comparison) for the same task and model (notebook 09)."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from .config import LORA_TARGETS
+    from .efficient import comparison_preset, lora_parameters, method_from_preset, run_efficient
+    from .finetune import build_classifier
+
+    P = comparison_preset(preset)
+    points = points if points is not None else []
+    config = build_classifier(P, init, verbose=False)[0].config  # bertbook's or MiniLM's: the same field names
+    style = {"description_width": "70px"}
+    rank = widgets.IntSlider(value=P.efficient.lora_r, min=1, max=64, description="rank r", style=style)
+    alpha = widgets.FloatSlider(value=P.efficient.lora_alpha, min=1, max=128, step=1, description="alpha",
+                                style=style)
+    targets = widgets.SelectMultiple(options=LORA_TARGETS, value=P.efficient.lora_targets, rows=6,
+                                     description="targets", style=style)
+    count, status, out = widgets.HTML(), widgets.HTML(), widgets.Output()
+    button = widgets.Button(description="train with these", button_style="primary")
+
+    def on_change(_=None) -> None:
+        if not targets.value:
+            count.value = "<b>Choose at least one target layer.</b>"
+            return
+        n = lora_parameters(config, rank.value, targets.value)
+        count.value = (f"LoRA adds <b>{n:,}</b> trainable parameters (plus the classifier); the update is "
+                       f"scaled by alpha / r = {alpha.value / rank.value:.2f}")
+
+    def redraw() -> None:
+        out.clear_output(wait=True)
+        with out:
+            fig, ax = plt.subplots(figsize=(6.0, 3.4))
+            rows = [r for r in reference if r["task"] == task and r["model"] == init]
+            for r in rows:
+                ax.scatter(r["trainable"], r["accuracy"], color="gray")
+                ax.annotate(r["label"], (r["trainable"], r["accuracy"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            for r in points:
+                ax.scatter(r["trainable"], r["accuracy"], color="tab:red")
+                ax.annotate(f"r={r['r']}, a={r['alpha']:g}", (r["trainable"], r["accuracy"]), fontsize=7,
+                            xytext=(3, -9), textcoords="offset points", color="tab:red")
+            ax.set_xscale("log")
+            ax.set_xlabel("trainable parameters")
+            ax.set_ylabel("test accuracy")
+            ax.set_title(f"{task}, {init}: gray the stored comparison, red your runs", fontsize=9)
+            display(fig)
+            plt.close(fig)
+
+    def on_run(_=None) -> None:
+        button.disabled = True
+        try:
+            method = method_from_preset(P, "lora", r=rank.value, alpha=alpha.value, targets=tuple(targets.value))
+            status.value = f"training {html.escape(method.label)} ..."
+            rec = run_efficient(P, task, init, method, verbose=False)
+            points.append({**{k: rec[k] for k in ("trainable", "total", "accuracy")}, "r": method.r,
+                           "alpha": method.alpha})
+            status.value = html.escape(f"{method.label}: test accuracy {rec['accuracy']:.1%} with "
+                                       f"{rec['trainable']:,} of {rec['total']:,} parameters trained, "
+                                       f"{rec['seconds']:.0f} s")
+            redraw()
+        except (ConfigError, ValueError) as exc:
+            status.value = html.escape(f"Cannot train this: {exc}")
+        finally:
+            button.disabled = False
+
+    for control in (rank, alpha, targets):
+        control.observe(on_change, names="value")
+    button.on_click(on_run)
+    on_change()
+    redraw()
+    return widgets.VBox([widgets.HBox([widgets.VBox([rank, alpha]), targets]), count, button, status, out])

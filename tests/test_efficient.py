@@ -211,3 +211,11 @@ def test_cli_finetune_peft_usage_errors(artifacts, capsys, extra, message):
     with pytest.raises(SystemExit) as exc:
         cli.cli_finetune(["--task", "sst2", "--preset", "ci", *extra])
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("r, targets", [(1, "query"), (4, ("query", "value")), (3, "all")])
+def test_lora_parameters_from_shapes_equal_the_built_model(r, targets):
+    model = _model("pre")
+    before = sum(p.numel() for p in model.parameters())
+    E.add_lora(model, r=r, targets=targets)
+    assert E.lora_parameters(model.config, r, targets) == sum(p.numel() for p in model.parameters()) - before
