@@ -22,8 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "parity": ("bertbook.hf", "check bertbook against transformers (largest difference per output)"),
     "pretrain": ("bertbook.train", "pretrain a masked language model on a preset"),
     "bench": ("bertbook.bench", "training speed of bertbook vs transformers, side by side"),
-    "finetune": ("bertbook.finetune", "fine-tune a classifier (imdb, sst2) and print test metrics"),
-    "predict": ("bertbook.finetune", "classify a text with a fine-tuned model"),
+    "finetune": ("bertbook.finetune", "fine-tune a classifier (imdb, sst2) or a task head (wikiann, wnut17, "
+                                      "semeval, squad) and print test metrics"),
+    "predict": ("bertbook.finetune", "classify a text, find its entities, its relation or an answer"),
     "results": ("bertbook.finetune", "compute the results table (baselines vs pretrained models)"),
     "course": ("bertbook.course", "execute every notebook headless on a preset and summarise"),
     "presets": ("bertbook.course", "print the presets"),
@@ -345,13 +346,15 @@ def _finetune_efficient(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 
 def cli_finetune(argv: list[str]) -> int:
-    """``python -m bertbook finetune --task imdb --init pretrained --preset laptop --out DIR``."""
-    from . import finetune as F, paths
+    """``python -m bertbook finetune --task imdb --init pretrained --preset laptop --out DIR``; the tasks of
+    notebook 08 (``--task wikiann|wnut17|semeval|squad``) go to `bertbook.tasks.run_task`."""
+    from . import finetune as F, paths, tasks
 
     parser = argparse.ArgumentParser(prog="python -m bertbook finetune",
-                                     description="Fine-tune a sentiment classifier; the last line printed is "
-                                                 "the test metrics as JSON.")
-    parser.add_argument("--task", choices=F.TASKS, default="imdb")
+                                     description="Fine-tune a sentiment classifier, or an encoder with a task head "
+                                                 "(entities, relations, answers); the last line printed is the "
+                                                 "test metrics as JSON.")
+    parser.add_argument("--task", choices=(*F.TASKS, *tasks.TASKS), default="imdb")
     parser.add_argument("--init", default="pretrained",
                         help="random | pretrained (the preset's notebook-05 checkpoint) | minilm | a checkpoint "
                              "folder")
@@ -362,12 +365,18 @@ def cli_finetune(argv: list[str]) -> int:
     parser.add_argument("--train-examples", type=int, default=None, help="override finetune.train_examples")
     parser.add_argument("--max-length", type=int, default=None, help="override the tokens per example")
     parser.add_argument("--truncation", choices=("head", "head+tail"), default=None)
+    parser.add_argument("--pooling", choices=("markers", "cls"), default=None,
+                        help="semeval: read the relation from the entity markers (default) or from [CLS]")
     parser.add_argument("--quiet", action="store_true", help="print only the JSON line")
     _efficient_args(parser)
     args = parser.parse_args(argv)
     if args.peft is not None:
         return _finetune_efficient(parser, args)
     P = get_preset(args.preset)
+    if args.task in tasks.TASKS:
+        return _finetune_task(parser, args, P)
+    if args.pooling is not None:
+        parser.error("--pooling is for --task semeval")
     out = args.out or paths.artifacts_dir(P.name, f"finetune-{args.task}-{F.init_name(args.init)}")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         print(f"error: {out} already holds a model; pass --overwrite to replace it or choose another --out.",
@@ -380,6 +389,40 @@ def cli_finetune(argv: list[str]) -> int:
                            verbose=not args.quiet, tracker=tracker)
         tracker.close()
     except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(run.record, default=F.jsonable))
+    return 0
+
+
+def _finetune_task(parser: argparse.ArgumentParser, args: argparse.Namespace, P) -> int:
+    """``finetune --task wikiann|wnut17|semeval|squad``: `tasks.run_task` on the preset's slice."""
+    from . import finetune as F, paths, tasks
+
+    kind = tasks.TASKS[args.task][0]
+    if args.truncation is not None:
+        parser.error(f"--truncation is for imdb and sst2; --task {args.task} reads "
+                     f"{'windows over the paragraph' if kind == 'qa' else 'whole sentences'}")
+    if args.pooling is not None and kind != "relations":
+        parser.error("--pooling is for --task semeval")
+    changes = {}
+    if args.train_examples is not None:
+        field = {"ner": "ner", "relations": "relation", "qa": "qa"}[kind]
+        changes[f"tasks.{field}_train_examples"] = args.train_examples
+    if args.max_length is not None:
+        changes["tasks.qa_max_length" if kind == "qa" else "tasks.max_length"] = args.max_length
+    try:
+        P = P.override(**changes)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    options = {"pooling": args.pooling} if args.pooling else {}
+    name = "-".join([F.init_name(args.init), *options.values()])
+    out = args.out or paths.artifacts_dir(P.name, f"task-{args.task}-{name}")
+    try:  # refuses a folder that holds a model before training, unless --overwrite
+        run = tasks.run_task(P, args.task, args.init, out=out, overwrite=args.overwrite, verbose=not args.quiet,
+                             **options)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(run.record, default=F.jsonable))
@@ -401,7 +444,7 @@ def _read_lines(path: str) -> list[str]:
 def cli_predict(argv: list[str]) -> int:
     """``python -m bertbook predict --model DIR "a text" ["another" ...]``: label and probability per text.
     ``--file PATH`` (one text per line) or standard input (no text, or ``-``) print one JSON line per text."""
-    from . import finetune as F
+    from . import finetune as F, tasks
 
     parser = argparse.ArgumentParser(prog="python -m bertbook predict",
                                      description="Classify texts with a fine-tuned model (bertbook or MiniLM). "
@@ -412,6 +455,8 @@ def cli_predict(argv: list[str]) -> int:
     parser.add_argument("--file", default=None, metavar="PATH", help="read the texts from PATH, one per line")
     parser.add_argument("--json", action="store_true", help="one JSON object per text (always, for --file and "
                                                             "standard input)")
+    parser.add_argument("--question", default=None,
+                        help="for a squad model: the question; each text is then a paragraph to answer it from")
     args = parser.parse_args(argv)
     if args.file is not None and args.texts:
         print("error: give the texts on the command line or with --file, not both.", file=sys.stderr)
@@ -435,6 +480,11 @@ def cli_predict(argv: list[str]) -> int:
               f"no label was given for any text. Give every text some words"
               + (" (remove the empty lines)." if source else "."), file=sys.stderr)
         return 2
+    if _task_of(args.model) in tasks.TASKS:
+        return _predict_task(args, texts)
+    if args.question is not None:
+        print("error: --question is for a model fine-tuned with --task squad.", file=sys.stderr)
+        return 2
     try:
         model, tokenizer, info = F.load_finetuned(args.model)
     except (FileNotFoundError, ValueError) as exc:  # a missing folder, a damaged file (CheckpointError)
@@ -451,6 +501,42 @@ def cli_predict(argv: list[str]) -> int:
                 print(f"{pred['label']}\t{pred['probability']:.4f}")
         sys.stdout.flush()
     return 0
+
+
+def _task_of(folder: Path) -> str | None:
+    """The task a fine-tuned folder was trained for, as its ``finetune.json`` says (None if unreadable)."""
+    try:
+        return json.loads((folder / "finetune.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_finetuned then explains what is missing or damaged
+
+
+def _predict_task(args: argparse.Namespace, texts: list[str]) -> int:
+    """``predict`` with a task model: one JSON line per text (entities with character spans, a relation
+    label, or an answer span). A text the task cannot read gets an error line; the others are answered."""
+    from . import tasks
+
+    model, tokenizer, info = tasks.load_task_model(args.model)
+    module = tasks.task_module(info["task"])
+    if info["task"] == "squad" and not (args.question or "").strip():
+        print("error: a squad model answers a question about each text: pass --question \"...\".", file=sys.stderr)
+        return 2
+    if info["task"] != "squad" and args.question is not None:
+        print(f"error: --question is for a model fine-tuned with --task squad; this one is {info['task']}.",
+              file=sys.stderr)
+        return 2
+    failed = 0
+    for n, text in enumerate(texts, start=1):
+        try:
+            out = (module.predict(model, tokenizer, info, text, args.question) if info["task"] == "squad"
+                   else module.predict(model, tokenizer, info, text))
+        except ValueError as exc:
+            print(f"error: text {n}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        out = {k: v for k, v in out.items() if k not in ("words", "tags")}
+        print(json.dumps({"text": text, **out}), flush=True)
+    return 2 if failed else 0
 
 
 def cli_results(argv: list[str]) -> int:

@@ -420,7 +420,7 @@ PRESETS: dict[str, Preset] = {
         efficient=EfficientConfig(lora_r=4, lora_ranks=(2, 8), adapter_size=8, prefix_length=4,
                                   train_examples=160, test_examples=128, seeds=2),
         tasks=TasksConfig(ner_train_examples=96, relation_train_examples=96, qa_train_examples=48,
-                          eval_examples=48, max_length=48, qa_max_length=96, qa_stride=32, epochs=1),
+                          eval_examples=48, max_length=48, qa_max_length=128, qa_stride=32, epochs=1),
     ),
     "laptop": Preset(
         name="laptop",

@@ -245,7 +245,8 @@ def crf_row(P: Preset, task: str, splits: dict | None = None) -> dict:
 # 5. Typed text
 # ---------------------------------------------------------------------------------------------------------
 
-_WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]", re.UNICODE)
+# a word, a punctuation mark, or one Chinese or Japanese character (which BERT's tokenizers also split apart)
+_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]|(?:(?![\u3040-\u30ff\u3400-\u9fff])\w)+(?:[-'’.]\w+)*|[^\w\s]")
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:

@@ -213,6 +213,16 @@ def _window_logits(model: nn.Module, feats: Sequence[dict], pad_id: int, batch_s
     return out
 
 
+def _whole_words(context: str, a: int, b: int) -> tuple[int, int]:
+    """Widen a character span to whole words: a span that starts or ends inside a word ("##cos" of
+    "Broncos") takes the rest of that word."""
+    while a > 0 and context[a - 1].isalnum() and context[a].isalnum():
+        a -= 1
+    while b < len(context) and context[b].isalnum() and context[b - 1].isalnum():
+        b += 1
+    return a, b
+
+
 def answer(feats: Sequence[dict], logits: Sequence[np.ndarray], context: str, max_tokens: int) -> dict:
     """The best span over all windows of one question: ``{"text", "start", "end", "score", "probability",
     "null_score", "window"}``. ``probability`` is p(start) p(end) within the window; ``null_score`` is the
@@ -225,7 +235,7 @@ def answer(feats: Sequence[dict], logits: Sequence[np.ndarray], context: str, ma
         if i >= 0 and score > best["score"]:
             p_start, p_end = (np.exp(lg[:, c] - lg[:, c].max()) / np.exp(lg[:, c] - lg[:, c].max()).sum()
                               for c in (0, 1))
-            a, b = f["offsets"][i][0], f["offsets"][j][1]
+            a, b = _whole_words(context, f["offsets"][i][0], f["offsets"][j][1])
             best = {"text": context[a:b], "start": a, "end": b, "score": score,
                     "probability": float(p_start[i] * p_end[j]), "null_score": float(lg[0, 0] + lg[0, 1]),
                     "window": w}

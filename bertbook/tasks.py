@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +34,7 @@ from torch import nn
 from .config import Preset
 from .model import IGNORE_INDEX, ModelOutput
 
-__all__ = ["TASKS", "task_module", "TaskModel", "build_encoder", "add_special_tokens", "pad_features",
+__all__ = ["TASKS", "task_module", "TaskModel", "build_encoder", "build_task_model", "add_special_tokens", "pad_features",
            "to_device", "TaskResult", "train_task", "save_task_model", "load_task_model", "TaskRun", "run_task",
            "take"]
 
@@ -48,7 +45,7 @@ TASKS: dict[str, tuple[str, str, str]] = {
     "semeval": ("relations", "semeval2010-task8", "the relation between two marked nominals (SemEval-2010 Task 8)"),
     "squad": ("qa", "squad-v1.1", "the answer span in a paragraph (SQuAD v1.1)"),
 }
-INFO_NAME = "task.json"  # what a task model folder holds besides weights and tokenizer
+INFO_NAME = "finetune.json"  # what a fine-tuned folder holds besides weights and tokenizer (as in notebook 06)
 
 
 def task_module(task: str) -> ModuleType:
@@ -83,6 +80,13 @@ class TaskModel(nn.Module):
         self.encoder = encoder
         self.head = head
 
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """The weights as ``model.safetensors`` in ``folder`` (the encoder's shape is saved by the caller)."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(Path(folder) / "model.safetensors"))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, **targets: torch.Tensor) -> ModelOutput:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
@@ -102,6 +106,19 @@ def build_encoder(P: Preset, init: str | os.PathLike = "minilm") -> tuple[nn.Mod
     classifier, tokenizer, info = build_classifier(P, init, verbose=False)
     keep = {k: info[k] for k in ("init", "kind", "preset", "checkpoint") if k in info}
     return classifier.bert, tokenizer, keep
+
+
+def build_task_model(P: Preset, task: str, init: str | os.PathLike = "minilm",
+                     **options: Any) -> tuple["TaskModel", Any, dict]:
+    """The encoder ``init`` with ``task``'s head on it: ``(model, tokenizer, info)``; ``info`` says how to
+    read inputs for it (labels, lengths, pooling). ``options`` go to the task (``pooling="cls"``)."""
+    from .utils import device_of
+
+    module = task_module(task)
+    encoder, tokenizer, info = build_encoder(P, init)
+    info.update(task=task, **module.prepare(encoder, tokenizer, P, task, **options))
+    model = TaskModel(encoder, module.make_head(encoder.config.hidden_size, info)).to(device_of(encoder))
+    return model, tokenizer, info
 
 
 def add_special_tokens(encoder: nn.Module, tokenizer, tokens: Sequence[str], seed: int = 0) -> list[int]:
@@ -246,32 +263,14 @@ def _encoder_config(encoder: nn.Module) -> dict:
 
 
 def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, info: dict, overwrite: bool = False) -> Path:
-    """Weights (safetensors), tokenizer and ``task.json`` (what the model is, its labels, its metrics) into
-    ``out``, written beside it and renamed into place. A folder that holds files is replaced only with
-    ``overwrite=True``."""
-    from safetensors.torch import save_file
+    """Weights (safetensors), tokenizer and ``finetune.json`` (what the model is, its labels, its metrics)
+    into ``out``, written beside it and renamed into place (`finetune.save_finetuned`). A folder that holds
+    files is replaced only with ``overwrite=True``."""
+    from .finetune import save_finetuned
 
-    from .finetune import jsonable
-    from .utils import replace_folder
-
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} already holds files; choose another --out, or pass --overwrite "
-                              f"(overwrite=True) to replace it.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        tokenizer.save_pretrained(str(tmp))
-        saved = {**info, "encoder_config": _encoder_config(model.encoder),
-                 "encoder_pooler": getattr(model.encoder, "pooler", None) is not None}
-        (tmp / INFO_NAME).write_text(json.dumps(saved, indent=2, default=jsonable) + "\n")
-        replace_folder(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    saved = {**info, "encoder_config": _encoder_config(model.encoder),
+             "encoder_pooler": getattr(model.encoder, "pooler", None) is not None}
+    return save_finetuned(out, model, tokenizer, saved, overwrite=overwrite)
 
 
 def _empty_encoder(info: dict) -> nn.Module:
@@ -298,11 +297,14 @@ def load_task_model(folder: str | os.PathLike) -> tuple[TaskModel, Any, dict]:
 
     folder = Path(folder)
     if not (folder / INFO_NAME).is_file():
-        raise MissingFileError(f"{folder} is not a task model (no {INFO_NAME}). Make one with "
+        raise MissingFileError(f"{folder} is not a fine-tuned model (no {INFO_NAME}). Make one with "
                                f"python -m bertbook finetune --task wikiann --init minilm --out {folder}.")
     remedy = (f"Fine-tune it again (python -m bertbook finetune --task TASK --init INIT --out {folder} "
               f"--overwrite), or delete the folder {folder}.")
     info = read_json_file(folder / INFO_NAME, remedy)
+    if info.get("task") not in TASKS:
+        raise ValueError(f"{folder} holds a {info.get('task')} classifier, not a model of notebook 08's tasks "
+                         f"({', '.join(TASKS)}): load it with bertbook.finetune.load_finetuned.")
     check_files(folder, ["model.safetensors", "tokenizer.json"], remedy)
     encoder = _empty_encoder(info)
     head = task_module(info["task"]).make_head(encoder.config.hidden_size, info)
@@ -342,11 +344,12 @@ def run_task(P: Preset, task: str, init: str | os.PathLike = "minilm", out: str 
 
     mod = task_module(task)
     cfg = P.tasks
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} already holds a model; pass --overwrite (overwrite=True) to replace it, "
+                              f"or choose another --out.")
     set_seed(cfg.seed)
     splits = mod.task_data(P, task)
-    encoder, tokenizer, info = build_encoder(P, init)
-    info.update(task=task, **mod.prepare(encoder, tokenizer, P, task, **options))
-    model = TaskModel(encoder, mod.make_head(encoder.config.hidden_size, info)).to(next(encoder.parameters()).device)
+    model, tokenizer, info = build_task_model(P, task, init, **options)
     t0 = time.perf_counter()
     feats = {k: mod.featurize(tokenizer, v, info) for k, v in splits.items()}
     if verbose:

@@ -9,6 +9,8 @@
     notebook 07  attention_explorer   a model, a sentence, a layer and a head; the views update
     notebook 09  lora_panel           LoRA's rank, alpha and targets: trainable count at once, a button that
                                       trains and plots accuracy against trainable parameters
+    notebook 08  entity_highlighter   type a text, see its entities highlighted with their types
+                 answer_finder        paste a paragraph, ask a question, see the answer and its score
 
 Each panel only wires widgets to plain functions of the concept modules (``masking.mask_preview``,
 ``finetune.describe``, ``experiments.run_experiment``, ...), which the tests call directly. ipywidgets,
@@ -443,6 +445,69 @@ def try_it(model: torch.nn.Module, tokenizer, info: dict,
     button.on_click(show)
     show()
     return W.VBox([box, button, result])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Notebook 08: entities in typed text, an answer in a pasted paragraph
+# ----------------------------------------------------------------------------------------------------------
+
+def _text_panel(boxes: list, render: Callable[..., str], label: str) -> Any:
+    """Text boxes, a button and an HTML result: ``render(*values)`` fills the result whenever a box changes
+    or the button is pressed; a ValueError (empty text, ...) is shown as its message."""
+    import ipywidgets as W
+
+    button = W.Button(description=label)
+    result = W.HTML()
+
+    def show(*_):
+        try:
+            result.value = render(*(box.value for box in boxes))
+        except ValueError as exc:
+            result.value = f"<b>{html.escape(str(exc))}</b>"
+
+    for box in boxes:
+        box.observe(show, names="value")
+    button.on_click(show)
+    show()
+    return W.VBox([*boxes, button, result])
+
+
+def entity_highlighter(model: torch.nn.Module, tokenizer, info: dict,
+                       text: str = "Angela Merkel met Emmanuel Macron in Paris before flying to Berlin.") -> Any:
+    """Type a text, see the entities the model finds, each highlighted with its type (`ner.predict`)."""
+    import ipywidgets as W
+
+    from .ner import entities_html, predict
+
+    box = W.Textarea(value=text, layout=W.Layout(width="95%", height="60px"), continuous_update=False)
+    types = sorted({t[2:] for t in info["label_names"] if t != "O"})
+
+    def render(value: str) -> str:
+        found = predict(model, tokenizer, info, value)
+        listing = ", ".join(f"{e['type']} {e['text']!r} ({e['probability']:.2f})" for e in found["entities"])
+        return entities_html(value, found["entities"], types) + f"<p>{html.escape(listing or 'no entities found')}</p>"
+
+    return _text_panel([box], render, "find entities")
+
+
+def answer_finder(model: torch.nn.Module, tokenizer, info: dict, context: str, question: str) -> Any:
+    """Paste a paragraph, ask a question: the answer is highlighted with its score (`qa.predict`)."""
+    import ipywidgets as W
+
+    from .qa import answer_html, predict
+
+    paragraph = W.Textarea(value=context, layout=W.Layout(width="95%", height="110px"), continuous_update=False)
+    ask = W.Text(value=question, layout=W.Layout(width="95%"), continuous_update=False)
+
+    def render(context_value: str, question_value: str) -> str:
+        out = predict(model, tokenizer, info, context_value, question_value)
+        verdict = ("" if out["answered"] else " The model scores <i>no answer here</i> higher than this span, so it "
+                   "is only a guess.")
+        return (f"<p><b>{html.escape(out['text'])}</b>: score {out['score']:.2f}, p(start) p(end) = "
+                f"{out['probability']:.2f}, read in {out['windows']} window(s).{verdict}</p>"
+                + answer_html(context_value, out))
+
+    return _text_panel([paragraph, ask], render, "answer")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -13,3 +13,16 @@ def artifacts(tmp_path, monkeypatch):
     """An empty artifacts folder for one test (sets BERTBOOK_ARTIFACTS)."""
     monkeypatch.setenv("BERTBOOK_ARTIFACTS", str(tmp_path / "artifacts"))
     return tmp_path / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def tiny_task_model(tmp_path_factory):
+    """``make(task, **options) -> (model, tokenizer, info)``: a random ci-sized encoder with a task's head
+    (notebook 08), for the tests of one module, with its artifacts in a private folder."""
+    from bertbook import tasks
+    from bertbook.config import get_preset
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("BERTBOOK_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    yield lambda task, **options: tasks.build_task_model(get_preset("ci"), task, "random", **options)
+    patch.undo()

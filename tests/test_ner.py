@@ -1,29 +1,15 @@
 """Named entities (notebook 08): word-piece alignment, entity-level metrics, error analysis, the CRF baseline,
 tagging typed text."""
 
-import os
-
 import pytest
 
-from bertbook import ner, tasks
+from bertbook import ner
 from bertbook.config import get_preset
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A random ci-sized encoder with a token head, its tokenizer and info (artifacts in a private folder)."""
-    old = os.environ.get("BERTBOOK_ARTIFACTS")
-    os.environ["BERTBOOK_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
-    try:
-        P = get_preset("ci")
-        encoder, tokenizer, info = tasks.build_encoder(P, "random")
-        info.update(task="wikiann", **ner.prepare(encoder, tokenizer, P, "wikiann"))
-        yield tasks.TaskModel(encoder, ner.make_head(encoder.config.hidden_size, info)).eval(), tokenizer, info
-    finally:
-        if old is None:
-            os.environ.pop("BERTBOOK_ARTIFACTS")
-        else:
-            os.environ["BERTBOOK_ARTIFACTS"] = old
+def tiny(tiny_task_model):
+    return tiny_task_model("wikiann")
 
 
 def test_first_piece_carries_the_label_the_rest_are_ignored():

@@ -1,29 +1,15 @@
 """Answers (notebook 08): SQuAD's official EM and F1, the best legal span, windows over long paragraphs,
 the split by article."""
 
-import os
-
 import numpy as np
 import pytest
 
-from bertbook import qa, tasks
-from bertbook.config import get_preset
+from bertbook import qa
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    old = os.environ.get("BERTBOOK_ARTIFACTS")
-    os.environ["BERTBOOK_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
-    try:
-        P = get_preset("ci")
-        encoder, tokenizer, info = tasks.build_encoder(P, "random")
-        info.update(task="squad", **qa.prepare(encoder, tokenizer, P))
-        yield tasks.TaskModel(encoder, qa.make_head(encoder.config.hidden_size, info)).eval(), tokenizer, info
-    finally:
-        if old is None:
-            os.environ.pop("BERTBOOK_ARTIFACTS")
-        else:
-            os.environ["BERTBOOK_ARTIFACTS"] = old
+def tiny(tiny_task_model):
+    return tiny_task_model("squad")
 
 
 def test_normalisation_as_the_official_script():

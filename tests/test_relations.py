@@ -1,29 +1,13 @@
 """Relations (notebook 08): entity markers, the official SemEval-2010 Task 8 score."""
 
-import os
-
 import pytest
 
-from bertbook import relations, tasks
-from bertbook.config import get_preset
+from bertbook import relations
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    old = os.environ.get("BERTBOOK_ARTIFACTS")
-    os.environ["BERTBOOK_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
-    try:
-        P = get_preset("ci")
-        encoder, tokenizer, info = tasks.build_encoder(P, "random")
-        before = encoder.embeddings.word_embeddings.num_embeddings
-        info.update(task="semeval", **relations.prepare(encoder, tokenizer, P))
-        model = tasks.TaskModel(encoder, relations.make_head(encoder.config.hidden_size, info)).eval()
-        yield model, tokenizer, info, before
-    finally:
-        if old is None:
-            os.environ.pop("BERTBOOK_ARTIFACTS")
-        else:
-            os.environ["BERTBOOK_ARTIFACTS"] = old
+def tiny(tiny_task_model):
+    return tiny_task_model("semeval")
 
 
 def test_mark_turns_tags_into_marker_tokens():
@@ -34,16 +18,16 @@ def test_mark_turns_tags_into_marker_tokens():
 
 
 def test_markers_are_new_tokens_with_their_own_embedding_rows(tiny):
-    model, tokenizer, info, before = tiny
+    model, tokenizer, info = tiny
     ids = tokenizer.convert_tokens_to_ids(list(relations.MARKERS))
-    assert len(set(ids)) == 4 and min(ids) >= before
-    assert model.encoder.embeddings.word_embeddings.num_embeddings == before + 4 == len(tokenizer)
+    assert sorted(ids) == list(range(len(tokenizer) - 4, len(tokenizer)))  # four new rows at the end
+    assert model.encoder.embeddings.word_embeddings.num_embeddings == len(tokenizer)
     assert model.encoder.config.vocab_size == len(tokenizer)
     assert tokenizer.tokenize("[E1] x [/E1]")[0] == "[E1]"  # never split
 
 
 def test_features_point_at_the_markers_even_in_a_long_sentence(tiny):
-    _, tokenizer, info, _ = tiny
+    _, tokenizer, info = tiny
     long = "word " * 80 + "the <e1>cup</e1> held <e2>tea</e2> " + "word " * 80
     feats = relations.featurize(tokenizer, [{"text": long, "label": "Content-Container(e2,e1)"}], info)
     f = feats[0]
@@ -71,7 +55,7 @@ def test_official_macro_f1_by_hand():
 
 
 def test_marker_and_cls_heads_read_different_vectors(tiny):
-    model, tokenizer, info, _ = tiny
+    model, tokenizer, info = tiny
     out = relations.predict(model, tokenizer, info, "The <e1>cup</e1> held <e2>tea</e2>.")
     assert out["label"] in info["label_names"] and 0 < out["probability"] <= 1 and len(out["top"]) == 3
     cls_head = relations.make_head(model.encoder.config.hidden_size, {**info, "pooling": "cls"})

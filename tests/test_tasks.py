@@ -1,0 +1,102 @@
+"""One body, many heads (notebook 08): the shared loop, saving and loading, the command line end to end for
+the four tasks on the ci preset, the panels."""
+
+import json
+
+import pytest
+import torch
+
+from bertbook import cli, tasks, widgets
+from bertbook.config import get_preset
+
+
+@pytest.fixture(scope="module")
+def shared_artifacts(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("artifacts")
+    mp.setenv("BERTBOOK_ARTIFACTS", str(folder))
+    yield folder
+    mp.undo()
+
+
+def test_pad_features_pads_each_key_with_its_own_value():
+    batch = tasks.pad_features([{"input_ids": [2, 5, 3], "labels": [-100, 1, -100]},
+                                {"input_ids": [2, 3], "labels": [-100, -100]}], pad_id=0)
+    assert batch["input_ids"].tolist() == [[2, 5, 3], [2, 3, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [[-100, 1, -100], [-100, -100, -100]]
+    batch = tasks.pad_features([{"input_ids": [2, 3], "markers": [1, 1], "labels": 4}], pad_id=0)
+    assert batch["labels"].tolist() == [4] and batch["markers"].shape == (1, 2)
+
+
+@pytest.mark.parametrize("task", ["wikiann", "wnut17", "semeval", "squad"])
+def test_cli_finetune_and_predict_end_to_end(task, shared_artifacts, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert cli.main(["finetune", "--task", task, "--init", "random", "--preset", "ci", "--out", str(out),
+                     "--train-examples", "32", "--quiet"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["task"] == task and record["preset"] == "ci" and record["train_examples"] == 32
+    assert 0 <= record["score"] <= (100 if task == "squad" else 1)
+    # a second run refuses to overwrite the learner's model
+    assert cli.main(["finetune", "--task", task, "--init", "random", "--preset", "ci", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    text = {"semeval": "The <e1>cup</e1> held <e2>tea</e2>.",
+            "squad": "The Broncos beat the Panthers 24-10 in Super Bowl 50 in Santa Clara."}.get(
+        task, "Angela Merkel visited Paris in 2019.")
+    args = ["predict", "--model", str(out), text] + (["--question", "Who won Super Bowl 50?"] if task == "squad" else [])
+    assert cli.main(args) == 0
+    answer = json.loads(capsys.readouterr().out.strip())
+    if task == "semeval":
+        assert answer["label"] in json.loads((out / "finetune.json").read_text())["label_names"]
+    elif task == "squad":
+        assert answer["text"] == text[answer["start"]:answer["end"]] and answer["windows"] == 1
+    else:
+        assert all(text[e["start"]:e["end"]] == e["text"] for e in answer["entities"])
+    assert cli.main(["predict", "--model", str(out), "   "]) == 2  # empty text: a message, no label
+    assert "empty" in capsys.readouterr().err
+
+
+def test_cli_refuses_bad_task_input(shared_artifacts, tmp_path, capsys):
+    out = tmp_path / "semeval"
+    assert cli.main(["finetune", "--task", "semeval", "--init", "random", "--preset", "ci", "--out", str(out),
+                     "--train-examples", "16", "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", "--model", str(out), "no nominals are marked here"]) == 2
+    assert "<e1>" in capsys.readouterr().err
+    assert cli.main(["predict", "--model", str(out), "x", "--question", "why?"]) == 2  # a question is for squad
+    assert "squad" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["finetune", "--task", "wikiann", "--pooling", "cls", "--preset", "ci"])
+    assert "--pooling is for --task semeval" in capsys.readouterr().err
+
+
+def test_saved_model_predicts_as_before(shared_artifacts, tmp_path):
+    P = get_preset("ci", **{"tasks.ner_train_examples": 16, "tasks.eval_examples": 16})
+    run = tasks.run_task(P, "wikiann", "random", out=tmp_path / "m", verbose=False)
+    model, tokenizer, info = tasks.load_task_model(run.path)
+    batch = tasks.pad_features([{"input_ids": tokenizer("Paris is big")["input_ids"]}])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, run.model(**batch).logits)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        tasks.save_task_model(run.path, run.model, run.tokenizer, run.info)
+    assert run.record["seconds"] > 0 and run.result.best["epoch"] == 1
+
+
+def test_panels_show_entities_and_answers(tiny_task_model):
+    model, tokenizer, info = tiny_task_model("wikiann")
+    panel = widgets.entity_highlighter(model, tokenizer, info)
+    assert "<span" in panel.children[-1].value or "no entities found" in panel.children[-1].value
+    panel.children[0].value = ""
+    assert "empty" in panel.children[-1].value
+    model, tokenizer, info = tiny_task_model("squad")
+    panel = widgets.answer_finder(model, tokenizer, info, "The cat sat on the mat.", "Where did the cat sit?")
+    assert "score" in panel.children[-1].value and "<span" in panel.children[-1].value
+    panel.children[1].value = ""
+    assert "question is empty" in panel.children[-1].value
+
+
+@pytest.mark.slow
+def test_minilm_learns_entities_quickly(shared_artifacts):
+    P = get_preset("ci", **{"tasks.ner_train_examples": 300, "tasks.eval_examples": 100, "tasks.epochs": 2})
+    run = tasks.run_task(P, "wikiann", "minilm", verbose=False)
+    assert run.record["f1"] > 0.3  # a pretrained encoder finds entities after 300 sentences; random does not
