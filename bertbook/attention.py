@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .utils import device_of, eval_mode
+
 __all__ = [
     "masked_softmax",
     "padding_mask",
@@ -208,12 +210,10 @@ def explore_attention(model: nn.Module, tokenizer, text: str, layer: int = 0, he
     if extra:
         ids = torch.cat([ids, torch.full((1, extra), tokenizer.pad_token_id)], dim=1)  # (1, T + extra)
         am = torch.cat([am, torch.zeros(1, extra, dtype=am.dtype)], dim=1)
-    device = next(model.parameters()).device
+    device = device_of(model)
     ids, am = ids.to(device), am.to(device)
-    was_training = model.training
-    model.eval()
-    x = bert(ids, am, output_hidden_states=True).hidden_states[layer]  # (1, T, D): this layer's input
-    model.train(was_training)
+    with eval_mode(model):
+        x = bert(ids, am, output_hidden_states=True).hidden_states[layer]  # (1, T, D): this layer's input
     block = bert.layers[layer]
     if getattr(block, "pre_norm", False):  # pre-LayerNorm: the attention reads the normalised stream
         x = block.attention_norm(x)

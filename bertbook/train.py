@@ -40,7 +40,7 @@ from .model import BertForPreTraining
 from .paths import artifacts_dir
 from .tokenizer import get_tokenizer, load_tokenizer
 from .tracking import open_tracker
-from .utils import autocast, autocast_dtype, eval_mode, replace_folder
+from .utils import autocast, autocast_dtype, device_of, eval_mode, replace_folder
 
 __all__ = [
     "param_groups",
@@ -784,7 +784,7 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 5) -> list[li
     if tokenizer.mask_token not in text:
         raise ValueError(f"The text has no {tokenizer.mask_token}: write one where a word should be guessed, "
                          f"e.g. 'It is a truth universally {tokenizer.mask_token}.'")
-    device = next(model.parameters()).device
+    device = device_of(model)
     enc = tokenizer(text, return_tensors="pt")
     with eval_mode(model):
         out = model(input_ids=enc["input_ids"].to(device), token_type_ids=enc["token_type_ids"].to(device))
