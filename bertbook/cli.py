@@ -397,7 +397,7 @@ def cli_finetune(argv: list[str]) -> int:
 
 def _finetune_task(parser: argparse.ArgumentParser, args: argparse.Namespace, P) -> int:
     """``finetune --task wikiann|wnut17|semeval|squad``: `tasks.run_task` on the preset's slice."""
-    from . import finetune as F, paths, tasks
+    from . import finetune as F, tasks
 
     kind = tasks.TASKS[args.task][0]
     if args.truncation is not None:
@@ -417,8 +417,7 @@ def _finetune_task(parser: argparse.ArgumentParser, args: argparse.Namespace, P)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     options = {"pooling": args.pooling} if args.pooling else {}
-    name = "-".join([F.init_name(args.init), *options.values()])
-    out = args.out or paths.artifacts_dir(P.name, f"task-{args.task}-{name}")
+    out = args.out or tasks.task_folder(P, args.task, args.init, **options)
     try:  # refuses a folder that holds a model before training, unless --overwrite
         run = tasks.run_task(P, args.task, args.init, out=out, overwrite=args.overwrite, verbose=not args.quiet,
                              **options)

@@ -439,7 +439,8 @@ PRESETS: dict[str, Preset] = {
         efficient=EfficientConfig(lora_ranks=(4, 16), test_examples=500),
         # sized so that notebook 08 (two encoders on four tasks) runs in about 15 minutes on 2 cores
         tasks=TasksConfig(ner_train_examples=2000, relation_train_examples=2000, qa_train_examples=1200,
-                          eval_examples=500, max_length=96, qa_max_length=192, qa_stride=64, epochs=2),
+                          eval_examples=500, max_length=96, qa_max_length=192, qa_stride=64, epochs=2,
+                          minilm_learning_rate=3e-4),
     ),
     "gpu": Preset(
         name="gpu",

@@ -36,7 +36,7 @@ from .model import IGNORE_INDEX, ModelOutput
 
 __all__ = ["TASKS", "task_module", "TaskModel", "build_encoder", "build_task_model", "add_special_tokens", "pad_features",
            "to_device", "TaskResult", "train_task", "save_task_model", "load_task_model", "TaskRun", "run_task",
-           "take"]
+           "take", "task_folder", "get_task_model"]
 
 # task name -> (module, dataset, what the head predicts)
 TASKS: dict[str, tuple[str, str, str]] = {
@@ -367,7 +367,37 @@ def run_task(P: Preset, task: str, init: str | os.PathLike = "minilm", out: str 
               **{k: v for k, v in test.items() if isinstance(v, (int, float))},
               "best_epoch": result.best["epoch"], "seconds": round(seconds, 1), "machine": machine()}
     info["metrics"] = {**record, "history": result.history}
+    info["tasks_config"] = dataclasses.asdict(cfg)
     path = save_task_model(out, model, tokenizer, info, overwrite=overwrite) if out is not None else None
     if path is not None:
         record["path"] = str(path)
     return TaskRun(record=record, model=model, tokenizer=tokenizer, info=info, result=result, test=test, path=path)
+
+
+def task_folder(P: Preset, task: str, init: str | os.PathLike = "minilm", **options: Any) -> Path:
+    """Where the preset's fine-tuned model of a task lives: ``artifacts/<preset>/task-<task>-<init>[-<pooling>]``
+    (the ``finetune`` command's default ``--out``)."""
+    from .finetune import init_name
+    from .paths import artifacts_dir
+
+    return artifacts_dir(P.name, "-".join(["task", task, init_name(init), *map(str, options.values())]))
+
+
+def get_task_model(P: Preset, task: str, init: str | os.PathLike = "minilm", verbose: bool = True,
+                   **options: Any) -> tuple[TaskModel, Any, dict]:
+    """The preset's fine-tuned model of ``task``, loaded from `task_folder` when it was made with the preset's
+    current settings (by notebook 08 or ``python -m bertbook finetune --task``), else fine-tuned now and
+    saved there. Returns ``(model, tokenizer, info)``; ``info["metrics"]`` is its results row."""
+    folder = task_folder(P, task, init, **options)
+    info_file = folder / INFO_NAME
+    if info_file.is_file():
+        from .checkpoint import read_json_file
+
+        saved = read_json_file(info_file)
+        if saved.get("tasks_config") == dataclasses.asdict(P.tasks) and saved.get("task") == task:
+            return load_task_model(folder)
+        print(f"{folder} was fine-tuned with other settings than preset {P.name!r} has now: fine-tuning again.")
+    elif verbose:
+        print(f"No fine-tuned {task} model in {folder} yet: fine-tuning one now.")
+    run = run_task(P, task, init, out=folder, overwrite=True, verbose=verbose, **options)
+    return run.model, run.tokenizer, run.info

@@ -27,11 +27,9 @@ RESULTS = ROOT / "results" / "laptop_tasks.json"
 def rows_for(P, task: str):
     """(name, function returning the row) for each row of a task, baseline first."""
     from bertbook import ner, qa, tasks
-    from bertbook.paths import artifacts_dir
 
     def fine_tuned(init: str, **options):
-        suffix = "-".join([init, *options.values()])
-        out = artifacts_dir(P.name, f"task-{task}-{suffix}")
+        out = tasks.task_folder(P, task, init, **options)  # where notebook 08 finds it (tasks.get_task_model)
         return lambda: {**tasks.run_task(P, task, init, out=out, overwrite=True, **options).record,
                         **({"pooling": options["pooling"]} if options else {})}
 
