@@ -91,3 +91,13 @@ def test_entities_html_marks_each_entity():
     html = ner.entities_html("Ada met Bob.", [{"text": "Ada", "type": "PER", "start": 0, "end": 3,
                                               "probability": 0.9}])
     assert "Ada <b" in html and "PER" in html and " met Bob." in html
+
+
+def test_alignment_exercise_checker():
+    from bertbook import exercises
+
+    assert exercises.check_align_labels(exercises.solutions.align_labels)
+    with pytest.raises(AssertionError, match="only the first piece"):
+        exercises.check_align_labels(lambda w, labels: [-100 if x is None else labels[x] for x in w], trials=200)
+    with pytest.raises(AssertionError, match=r"\[CLS\] and \[SEP\]"):
+        exercises.check_align_labels(lambda w, labels: [0 if x is None else labels[x] for x in w])

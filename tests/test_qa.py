@@ -87,3 +87,17 @@ def test_predict_reads_every_window_and_refuses_empty_input(tiny):
         qa.predict(model, tokenizer, info, " ", "What?")
     with pytest.raises(ValueError, match="question is empty"):
         qa.predict(model, tokenizer, info, context, "")
+
+
+def test_f1_exercise_checker():
+    from bertbook import exercises
+
+    assert exercises.check_squad_f1(exercises.solutions.squad_f1)
+    with pytest.raises(AssertionError, match="should be 0.800"):
+        exercises.check_squad_f1(lambda p, t: float(p == t))
+
+    def no_normalising(p, t):
+        common = len(set(p.split()) & set(t.split()))
+        return 0.0 if not common else 2 * common / (len(p.split()) + len(t.split()))
+    with pytest.raises(AssertionError, match="Count shared words with repeats|Normalise"):
+        exercises.check_squad_f1(no_normalising)
