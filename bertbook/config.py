@@ -265,11 +265,12 @@ class EfficientConfig:
     adapter_learning_rate: float = 1e-3  # ... for adapters
     prefix_learning_rate: float = 1e-2  # ... for prefix tuning (Li & Liang: prefixes want large rates)
     train_examples: int = 1000  # labelled training examples per comparison run
+    val_examples: int = 500  # validation examples per comparison run (the best epoch is chosen on them)
     test_examples: int = 1000  # test examples per comparison run (0 = all)
     seeds: int = 2  # seeds per row of the comparison (mean and spread)
 
     def __post_init__(self) -> None:
-        for name in ("lora_r", "adapter_size", "prefix_length", "train_examples", "seeds"):
+        for name in ("lora_r", "adapter_size", "prefix_length", "train_examples", "val_examples", "seeds"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0,
                    f"efficient.{name} must be a positive integer, got {value!r}.")
@@ -418,7 +419,7 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(corpus="gutenberg-small+imdb-reviews", corpus_max_chars=300_000,
                         tokenizer_train_chars=300_000, eval_max_chars=20_000),
         efficient=EfficientConfig(lora_r=4, lora_ranks=(2, 8), adapter_size=8, prefix_length=4,
-                                  train_examples=160, test_examples=128, seeds=2),
+                                  train_examples=160, val_examples=64, test_examples=128, seeds=2),
         tasks=TasksConfig(ner_train_examples=96, relation_train_examples=96, qa_train_examples=48,
                           eval_examples=48, max_length=48, qa_max_length=128, qa_stride=32, epochs=1),
     ),
@@ -436,7 +437,8 @@ PRESETS: dict[str, Preset] = {
                                 train_examples=2000, val_examples=500, test_examples=2000,
                                 minilm_max_length=128),
         data=DataConfig(corpus="gutenberg-small+imdb-reviews"),
-        efficient=EfficientConfig(lora_ranks=(4, 16), test_examples=500),
+        # sized so that the comparison (scripts/laptop_peft.py) fits in about an hour on 2 cores
+        efficient=EfficientConfig(lora_ranks=(4, 16), train_examples=500, val_examples=250, test_examples=500),
         # sized so that notebook 08 (two encoders on four tasks) runs in about 15 minutes on 2 cores
         tasks=TasksConfig(ner_train_examples=2000, relation_train_examples=2000, qa_train_examples=1200,
                           eval_examples=500, max_length=96, qa_max_length=192, qa_stride=64, epochs=2,

@@ -17,7 +17,8 @@ frozen base serves many tasks, each stored in a file of kilobytes to a few megab
 
 Read top to bottom: 1. LoRA; 2. adapters; 3. prefixes; 4. choosing a method, freezing, counting;
 5. saving only what was trained (plus a reference to the base) and loading it; 6. the check against the
-`peft` library and AdaLoRA's rank allocation (Zhang et al. 2023); 7. whole runs and the comparison table.
+`peft` library and AdaLoRA's rank allocation (Zhang et al. 2023); 7. peak memory on a CPU; 8. whole runs
+and the comparison table (``scripts/laptop_peft.py``).
 
 Every method here edits a bertbook model (MiniLM is converted to one with `bertbook.hf.from_hf`), by
 replacing modules with wrappers that hold the frozen original: ``model.bert.layers[0].attention.query``
@@ -725,9 +726,10 @@ def learning_rate(P: Preset, info: dict, method: Method) -> float:
 
 
 def comparison_preset(P: Preset) -> Preset:
-    """The preset with the comparison's sizes (``P.efficient.train_examples`` and ``test_examples``)."""
-    return P.override(**{"finetune.train_examples": P.efficient.train_examples,
-                         "finetune.test_examples": P.efficient.test_examples})
+    """The preset with the comparison's sizes (``P.efficient.train_examples``, ``val_examples``, ``test_examples``)."""
+    e = P.efficient
+    return P.override(**{"finetune.train_examples": e.train_examples, "finetune.val_examples": e.val_examples,
+                         "finetune.test_examples": e.test_examples})
 
 
 def run_efficient(P: Preset, task: str, init: str | os.PathLike, method: Method, *, data: dict | None = None,

@@ -3,7 +3,8 @@ on SST-2 and IMDB, with our pretrained model and MiniLM; written to results/<pre
 
     python scripts/laptop_peft.py [--preset laptop] [--out results/laptop_peft.json]
 
-Each row (task, model, method: every seed) runs in its own Python process, so that its peak memory is its own;
+Each row (task, model, method: every seed) runs in its own Python process (holding the lock file /tmp/bertbook-cpu.lock
+while it runs), so that its peak memory is its own;
 the file is rewritten after every row and rows already in it are kept, so an interrupted run continues.
 """
 
@@ -23,6 +24,7 @@ from bertbook.finetune import jsonable
 from bertbook.utils import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCK = "/tmp/bertbook-cpu.lock"  # one heavy job at a time on a shared machine
 INITS = ("pretrained", "minilm")
 TASKS = ("sst2", "imdb")
 
@@ -55,29 +57,28 @@ def main() -> int:
     done = json.loads(out.read_text())["rows"] if out.exists() else []
     have = {(r["task"], r["model"], r["label"]) for r in done}
     rows = list(done)
-    t0 = time.time()
-    for init in INITS:
-        for task in TASKS:
-            for i, method in enumerate(E.comparison_methods(P)):
-                if (task, init, method.label) in have:
-                    continue
-                print(f"--- {task}, {init}, {method.label}", flush=True)
-                proc = subprocess.run([sys.executable, __file__, "--preset", P.name, "--row", task, init, str(i)],
-                                      capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(proc.stderr[-3000:], file=sys.stderr)
-                    return proc.returncode
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
-                rows.append(row)
-                print(f"    {100 * row['accuracy']:.1f}% ± {100 * (row['accuracy_std'] or 0):.1f}, "
-                      f"{row['trainable']:,} trainable, {row['seconds_per_epoch']:.0f} s/epoch", flush=True)
-                report = {"preset": P.name, "seeds": P.efficient.seeds, "machine": machine(),
-                          "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0),
-                          "memory": "peak RSS while training, above the RSS at its start (sampled every 20 ms)",
-                          "settings": P.efficient.__dict__ | {"epochs": P.finetune.epochs,
-                                                              "val_examples": P.finetune.val_examples},
-                          "rows": rows}
-                atomic_write(out, json.dumps(report, indent=2, default=jsonable) + "\n")
+    rows_to_run = [(task, init, i, method) for task in TASKS for init in INITS  # SST-2 first: the quick task
+                   for i, method in enumerate(E.comparison_methods(P))]
+    for task, init, i, method in rows_to_run:
+        if (task, init, method.label) in have:
+            continue
+        print(f"--- {task}, {init}, {method.label}", flush=True)
+        # each row takes the shared CPU lock for itself, so other work can run between rows
+        proc = subprocess.run(["flock", LOCK, sys.executable, __file__, "--preset", P.name, "--row", task,
+                               init, str(i)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return proc.returncode
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"    {100 * row['accuracy']:.1f}% ± {100 * (row['accuracy_std'] or 0):.1f}, "
+              f"{row['trainable']:,} trainable, {row['seconds_per_epoch']:.0f} s/epoch", flush=True)
+        report = {"preset": P.name, "seeds": P.efficient.seeds, "machine": machine(),
+                  "date": time.strftime("%Y-%m-%d"), "seconds": round(sum(r["seconds"] for r in rows)),
+                  "memory": "peak RSS while training, above the RSS at its start (sampled every 20 ms)",
+                  "settings": P.efficient.__dict__ | {"epochs": P.finetune.epochs},
+                  "rows": rows}
+        atomic_write(out, json.dumps(report, indent=2, default=jsonable) + "\n")
     print(E.render_comparison(rows))
     return 0
 
