@@ -219,3 +219,19 @@ def test_lora_parameters_from_shapes_equal_the_built_model(r, targets):
     before = sum(p.numel() for p in model.parameters())
     E.add_lora(model, r=r, targets=targets)
     assert E.lora_parameters(model.config, r, targets) == sum(p.numel() for p in model.parameters()) - before
+
+
+def test_exercise_checkers_accept_the_solution_and_explain_mistakes():
+    from bertbook.exercises import nb09_efficient as X
+
+    assert X.check_merge_lora(X.solutions.merge_lora)
+    with pytest.raises(AssertionError, match="not scaled"):
+        X.check_merge_lora(lambda W, A, B, alpha, r: W + B @ A)
+    with pytest.raises(AssertionError, match="upside down"):
+        X.check_merge_lora(lambda W, A, B, alpha, r: W + (r / alpha) * B @ A)
+    assert X.check_lora_count(X.solutions.lora_count)
+    with pytest.raises(AssertionError, match="freezes"):
+        X.check_lora_count(lambda d_in, d_out, r, layers, targets: layers * targets * d_in * d_out)
+    cfg = get_preset("ci").model  # the solution agrees with the package's count from the shapes
+    H = cfg.hidden_size
+    assert X.solutions.lora_count(H, H, 4, cfg.num_hidden_layers, 2) == E.lora_parameters(cfg, 4, ("query", "value"))

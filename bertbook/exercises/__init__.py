@@ -19,7 +19,7 @@ import inspect
 from types import SimpleNamespace
 
 from . import (nb00_setup, nb01_tokenization, nb02_attention, nb03_encoder, nb04_masking, nb05_pretraining,
-               nb06_finetuning, nb07_looking_inside, nb08_applications)
+               nb06_finetuning, nb07_looking_inside, nb08_applications, nb09_efficient)
 from .harness import call, close, run_checks
 from .nb00_setup import check_bert_large
 from .nb01_tokenization import check_wordpiece
@@ -30,15 +30,16 @@ from .nb05_pretraining import check_no_decay, check_warmup_linear
 from .nb06_finetuning import check_f1_from_confusion, check_tail_only
 from .nb07_looking_inside import check_next_token_head, check_previous_token_share
 from .nb08_applications import check_align_labels, check_squad_f1
+from .nb09_efficient import check_lora_count, check_merge_lora
 
 __all__ = ["check_bert_large", "check_wordpiece", "check_masked_softmax", "check_attention", "check_split_heads",
            "check_param_count", "check_mlm_loss", "check_unshuffle", "check_warmup_linear", "check_no_decay",
            "check_f1_from_confusion", "check_tail_only", "check_previous_token_share", "check_next_token_head",
-           "check_align_labels", "check_squad_f1",
+           "check_align_labels", "check_squad_f1", "check_merge_lora", "check_lora_count",
            "solutions", "show_solution", "run_checks", "call", "close"]
 
 _NOTEBOOKS = (nb00_setup, nb01_tokenization, nb02_attention, nb03_encoder, nb04_masking, nb05_pretraining,
-              nb06_finetuning, nb07_looking_inside, nb08_applications)
+              nb06_finetuning, nb07_looking_inside, nb08_applications, nb09_efficient)
 solutions = SimpleNamespace(**{k: v for m in _NOTEBOOKS for k, v in vars(m.solutions).items()})
 
 
