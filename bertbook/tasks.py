@@ -230,11 +230,12 @@ def train_task(model: nn.Module, train: Sequence[dict], validate: Callable[[nn.M
     best, history, losses, t0 = BestCheckpoint(), [], [], time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
+        first_step = len(losses)
         for idx in batch_order([len(f["input_ids"]) for f in train], batch_size, shuffle=True, seed=seed + epoch):
             batch = to_device(pad_features([train[j] for j in idx], pad_id), device)
             losses.append(_step(model, batch, optimizer, scheduler, max_grad_norm))
         metrics = validate(model)
-        record = {"epoch": epoch, "steps": len(losses), "train_loss": float(np.mean(losses[-len(idx):])),
+        record = {"epoch": epoch, "steps": len(losses), "train_loss": float(np.mean(losses[first_step:])),
                   **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                   "seconds": round(time.perf_counter() - t0, 1)}
         record["kept"] = best.update(model, metrics["score"], epoch=epoch)

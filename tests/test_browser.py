@@ -443,3 +443,20 @@ def test_notebook_07_in_jupyterlab(jupyterlab):
         heads = get_preset("ci").model.num_attention_heads
         assert dropdown("head").locator("option").count() == heads
         explorer.screenshot(path=str(SCREENSHOTS / "jupyterlab_explorer_after.png"))
+
+
+def test_notebook_08_entities_and_answers(jupyterlab):
+    with run_in_jupyterlab(jupyterlab, "08_applications.ipynb", run_seconds=900) as page:
+        cell = code_cell(page, "widgets.entity_highlighter(model, tok, info)")
+        result = cell.locator(".widget-html").last
+        cell.locator("textarea").fill("   ")
+        cell.locator("button", has_text="find entities").click()
+        wait_text(result, "empty")  # a message, not a traceback
+        cell = code_cell(page, "widgets.answer_finder(model, tok, info, paragraph")
+        result = cell.locator(".widget-html").last
+        wait_text(result, "score")
+        cell.locator("input[type=text]").fill("When did the Normans give their name to Normandy?")
+        cell.locator("button", has_text="answer").click()
+        wait_text(result, "window(s)")
+        assert result.locator("span").count() >= 1  # the answer highlighted in the paragraph
+        cell.screenshot(path=str(SCREENSHOTS / "jupyterlab_08_answer.png"))
