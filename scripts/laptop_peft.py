@@ -39,13 +39,17 @@ def one_row(preset: str, task: str, init: str, index: int) -> dict:
     P = get_preset(preset)
     method = E.comparison_methods(P)[index]
     row = E.comparison_row(P, task, init, method, verbose=False)
-    return {**row, "method_settings": method.to_dict()}
+    import torch
+
+    return {**row, "method_settings": method.to_dict(), "torch_threads": torch.get_num_threads()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="laptop")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--lock", default=LOCK, help=f"lock file each row holds while it runs (default {LOCK}; "
+                                                      f"'' for none)")
     parser.add_argument("--row", nargs=3, metavar=("TASK", "INIT", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
@@ -64,8 +68,9 @@ def main() -> int:
             continue
         print(f"--- {task}, {init}, {method.label}", flush=True)
         # each row takes the shared CPU lock for itself, so other work can run between rows
-        proc = subprocess.run(["flock", LOCK, sys.executable, __file__, "--preset", P.name, "--row", task,
-                               init, str(i)], capture_output=True, text=True)
+        lock = ["flock", args.lock] if args.lock else []
+        proc = subprocess.run([*lock, sys.executable, __file__, "--preset", P.name, "--row", task, init, str(i)],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return proc.returncode
@@ -74,6 +79,7 @@ def main() -> int:
         print(f"    {100 * row['accuracy']:.1f}% ± {100 * (row['accuracy_std'] or 0):.1f}, "
               f"{row['trainable']:,} trainable, {row['seconds_per_epoch']:.0f} s/epoch", flush=True)
         report = {"preset": P.name, "seeds": P.efficient.seeds, "machine": machine(),
+                  "torch_threads": row["torch_threads"],
                   "date": time.strftime("%Y-%m-%d"), "seconds": round(sum(r["seconds"] for r in rows)),
                   "memory": "peak RSS while training, above the RSS at its start (sampled every 20 ms)",
                   "settings": P.efficient.__dict__ | {"epochs": P.finetune.epochs},
