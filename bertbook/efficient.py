@@ -454,7 +454,9 @@ def build_base(P: Preset, init: str | os.PathLike, verbose: bool = False) -> tup
     if info["kind"] == "transformers":
         device = next(model.parameters()).device
         model = from_hf(model).to(device)
-        info["kind"] = "bertbook"  # the same network, now with bertbook's module names
+        model.pooling = P.finetune.pooling  # the converted classifier reads the text vector the preset asks for
+        info.update(kind="bertbook", base_kind="transformers")  # the same network, with bertbook's module names
+    info["pooling"] = model.pooling
     return model, tokenizer, info
 
 
@@ -470,7 +472,7 @@ def load_efficient(folder: str | os.PathLike) -> tuple[nn.Module, Any, dict]:
     check_files(folder, [SETTINGS_NAME, WEIGHTS_NAME], remedy)
     settings = read_json_file(folder / SETTINGS_NAME, remedy)
     info, base = settings["info"], settings["base"]
-    P = get_preset(info["preset"])
+    P = get_preset(info["preset"], **{"finetune.pooling": info["pooling"]})
     if base["init"] == "checkpoint":
         ckpt = Path(base["checkpoint"])
         if not (ckpt / "model.safetensors").is_file():
@@ -726,10 +728,13 @@ def learning_rate(P: Preset, info: dict, method: Method) -> float:
 
 
 def comparison_preset(P: Preset) -> Preset:
-    """The preset with the comparison's sizes (``P.efficient.train_examples``, ``val_examples``, ``test_examples``)."""
+    """The preset with the comparison's sizes (``P.efficient.train_examples``, ``val_examples``, ``test_examples``)
+    and mean pooling: a frozen encoder must hand the head a useful text vector, and neither ours (pretrained by
+    MLM alone, notebook 06) nor all-MiniLM-L6-v2 (trained as a mean-pooled sentence encoder, Reimers & Gurevych
+    2019) has trained its [CLS] pooler for it."""
     e = P.efficient
     return P.override(**{"finetune.train_examples": e.train_examples, "finetune.val_examples": e.val_examples,
-                         "finetune.test_examples": e.test_examples})
+                         "finetune.test_examples": e.test_examples, "finetune.pooling": "mean"})
 
 
 def run_efficient(P: Preset, task: str, init: str | os.PathLike, method: Method, *, data: dict | None = None,
@@ -759,7 +764,7 @@ def run_efficient(P: Preset, task: str, init: str | os.PathLike, method: Method,
     counts = count_parameters(model)
     record = {"task": task, "model": info["init"], "method": method.kind, "label": method.label,
               "preset": P.name, "seed": P.finetune.seed, "train_examples": len(enc["train"]), "max_length": L,
-              "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, **counts,
+              "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "pooling": info["pooling"], **counts,
               "accuracy": test["accuracy"], "f1": test["f1"], "val_accuracy": result.best["val_accuracy"],
               "test_examples": test["n"], "seconds_per_epoch": round(result.seconds / cfg.epochs, 1),
               "seconds": round(result.seconds, 1), "peak_rss_mb": round(mem.peak_mb),
