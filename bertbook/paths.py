@@ -40,11 +40,17 @@ def data_dirs() -> list[Path]:
 
 
 def artifacts_dir(preset: str | None = None, *parts: str) -> Path:
-    """``artifacts/<preset>/<parts...>`` (created on demand)."""
+    """``artifacts/<preset>/<parts...>`` (created on demand).
+
+    A relative ``BERTBOOK_ARTIFACTS`` is taken from the project root, not from the working directory: a
+    notebook's kernel runs in ``notebooks/``, the command line wherever it is started, and both must find
+    the same folder."""
     from .config import preset_name
 
     base = Path(os.environ["BERTBOOK_ARTIFACTS"]).expanduser() if os.environ.get("BERTBOOK_ARTIFACTS") \
         else project_root() / "artifacts"
+    if not base.is_absolute():
+        base = project_root() / base
     path = base / (preset or preset_name()).strip()
     for p in parts:
         path = path / p

@@ -104,3 +104,17 @@ def test_course_runner_executes_and_reports_failures(tmp_path, monkeypatch):
     assert "ZeroDivisionError" in records[1]["error"]
     assert (tmp_path / "out" / "00_ok.ipynb").exists()
     json.dumps(records)
+
+
+def test_a_relative_artifacts_folder_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    """A notebook's kernel runs in notebooks/, the command line in the project root: a relative
+    BERTBOOK_ARTIFACTS must name the same folder for both."""
+    from bertbook.paths import artifacts_dir, project_root
+
+    monkeypatch.setenv("BERTBOOK_ARTIFACTS", "build/relative-artifacts-test")
+    monkeypatch.chdir(project_root())
+    from_root = artifacts_dir("ci")
+    monkeypatch.chdir(project_root() / "notebooks")
+    assert artifacts_dir("ci") == from_root == project_root() / "build" / "relative-artifacts-test" / "ci"
+    monkeypatch.chdir(tmp_path)
+    assert artifacts_dir("ci") == from_root
