@@ -581,13 +581,16 @@ def _without_lora(model: nn.Module) -> nn.Module:
 
 
 def adalora_ranks(peft_model: nn.Module) -> dict[str, list[int]]:
-    """The ranks AdaLoRA left to each target, by target name, one number per layer (Zhang et al. 2023).
+    """The ranks AdaLoRA allocated to each target, by target name, one number per layer (Zhang et al. 2023).
 
     AdaLoRA writes each update as P diag(lambda) Q (a singular-value form) and, during training, zeroes the
-    least important singular values; the rank that remains is the number of non-zero entries of lambda.
+    least important singular values. Its final allocation (``rank_pattern``: which entries of each lambda
+    survive) is read when training has fixed it; before that, the non-zero entries of lambda are counted.
     """
     import re
 
+    pattern = peft_model.peft_config["default"].rank_pattern or {}
+    kept = {name.removesuffix(".lora_E"): int(sum(mask)) for name, mask in pattern.items()}
     ranks: dict[str, dict[int, int]] = {}
     for name, module in peft_model.named_modules():
         lam = getattr(module, "lora_E", None)
@@ -595,7 +598,8 @@ def adalora_ranks(peft_model: nn.Module) -> dict[str, list[int]]:
             continue
         layer = int(re.search(r"layer\.(\d+)\.", name).group(1))
         target = next(t for t, hf in HF_TARGETS.items() if name.endswith(f"{layer}.{hf}"))
-        ranks.setdefault(target, {})[layer] = int((lam["default"] != 0).sum())
+        key = next((k for k in kept if name.endswith(k) or k.endswith(name)), None)  # with or without prefixes
+        ranks.setdefault(target, {})[layer] = kept[key] if key is not None else int((lam["default"] != 0).sum())
     return {t: [d[i] for i in sorted(d)] for t, d in ranks.items()}
 
 
@@ -627,6 +631,7 @@ def adalora_experiment(P: Preset, task: str = "sst2", init_r: int = 8, target_r:
     pattern = r".*layer\.\d+\.(" + "|".join(re.escape(HF_TARGETS[t]) for t in _targets(tuple(targets))) + ")$"
     config = peft.AdaLoraConfig(task_type=peft.TaskType.SEQ_CLS, init_r=init_r, target_r=target_r,
                                 lora_alpha=2 * init_r, target_modules=pattern, total_step=total,
+                                modules_to_save=["classifier", "pooler"],  # the [CLS] pooler learns too
                                 tinit=max(1, total // 10), tfinal=max(1, total // 5), deltaT=1)
     wrapped = peft.get_peft_model(model, config)
     cfg = replace(P.finetune, learning_rate=P.efficient.lora_learning_rate)
