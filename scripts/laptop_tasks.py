@@ -1,7 +1,8 @@
 """The laptop preset's rows for notebook 08: named entities, relations and answers.
 
     python scripts/laptop_tasks.py                      # every row, into results/laptop_tasks.json
-    python scripts/laptop_tasks.py --tasks semeval      # some tasks only (rows of other tasks are kept)
+    python scripts/laptop_tasks.py --tasks semeval      # some tasks only (the other rows in the file are kept)
+    python scripts/laptop_tasks.py --tasks squad --rows overlap minilm   # some rows only
 
 Each task is fine-tuned from MiniLM and from bertbook's own pretrained model (`bertbook.tasks.run_task`,
 exactly what ``python -m bertbook finetune --task TASK`` and notebook 08 run), next to its baseline: a CRF
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="laptop")
     parser.add_argument("--tasks", nargs="+", default=["wikiann", "wnut17", "semeval", "squad"])
+    parser.add_argument("--rows", nargs="+", default=["crf", "overlap", "minilm-cls", "minilm", "pretrained"],
+                        help="which rows of each task (a task has its baseline, minilm and pretrained)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -56,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
     P = get_preset(args.preset)
     old = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
-    rows = [r for r in old if r["task"] not in args.tasks]
+    rows = [r for r in old if r["task"] not in args.tasks or r["row"] not in args.rows]
     header = {"preset": P.name, "tasks_config": P.to_dict()["tasks"], "torch_threads": torch.get_num_threads(),
               "machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "date": time.strftime("%Y-%m-%d")}
     for task in args.tasks:
-        for name, make in rows_for(P, task):
+        for name, make in [(n, m) for n, m in rows_for(P, task) if n in args.rows]:
             print(f"== {task} / {name}", flush=True)
             row = make()
             row = {k: v for k, v in row.items() if k not in ("per_type", "errors", "per_relation", "path")}
