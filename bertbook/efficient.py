@@ -550,6 +550,10 @@ def compare_with_peft(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[
     layers = lora_layers(model)
     if not layers or any(m.merged for m in layers):
         raise ValueError("compare_with_peft needs an unmerged LoRA model: apply_method(model, Method('lora')).")
+    if model.config.layer_norm_position != "post" or getattr(model, "pooling", "cls") != "cls":
+        raise ValueError("the check runs peft on transformers' BertForSequenceClassification, which is "
+                         "post-LayerNorm and reads the pooled [CLS]: use such a model (MiniLM converted with "
+                         "bertbook.hf.from_hf, or a post-LayerNorm config with pooling='cls').")
     r, alpha = layers[0].r, layers[0].alpha
     base_copy = _without_lora(model)
     theirs = peft_lora(base_copy, r, alpha, peft_target_modules(model))

@@ -235,3 +235,10 @@ def test_exercise_checkers_accept_the_solution_and_explain_mistakes():
     cfg = get_preset("ci").model  # the solution agrees with the package's count from the shapes
     H = cfg.hidden_size
     assert X.solutions.lora_count(H, H, 4, cfg.num_hidden_layers, 2) == E.lora_parameters(cfg, 4, ("query", "value"))
+
+
+def test_peft_check_refuses_a_model_transformers_cannot_hold():
+    model = _model("pre")
+    E.apply_method(model, E.Method("lora", r=2))
+    with pytest.raises(ValueError, match="post-LayerNorm"):
+        E.compare_with_peft(model, _batch())
