@@ -55,3 +55,17 @@ def test_wandb_offline_run_writes_files(tmp_path, monkeypatch):
     tracker.log(1, {"train/loss": 0.5})
     tracker.close()
     assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline run folder written"
+
+
+def test_pretrain_logs_through_the_tracker(artifacts, tmp_path, capsys):
+    from bertbook import cli
+
+    out = tmp_path / "run"
+    small = {"pretrain.max_steps": 4, "pretrain.batch_size": 4, "pretrain.eval_every": 2,
+             "pretrain.checkpoint_every": 4, "pretrain.eval_batches": 1}
+    args = ["--preset", "ci", "--out", str(out), "--no-progress", "--tracker", "tensorboard",
+            *[f"--set={k}={v}" for k, v in small.items()]]
+    assert cli.cli_pretrain(args) == 0
+    scalars = tracking.read_scalars(out / "tensorboard")
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4]
+    assert [s for s, _ in scalars["gutenberg/loss"]] == [2, 4]  # each held-out set under its own name
