@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {task} / {name}", flush=True)
             row = make()
             row = {k: v for k, v in row.items() if k not in ("per_type", "errors", "per_relation", "path")}
-            rows.append({**row, "row": name})
+            rows.append({**row, "row": name, "tasks_config": P.to_dict()["tasks"]})  # with any BERTBOOK_SET
             atomic_write(args.out, json.dumps({**header, "rows": rows}, indent=1) + "\n")
             print(json.dumps(row), flush=True)
     return 0
