@@ -99,4 +99,7 @@ def test_panels_show_entities_and_answers(tiny_task_model):
 def test_minilm_learns_entities_quickly(shared_artifacts):
     P = get_preset("ci", **{"tasks.ner_train_examples": 300, "tasks.eval_examples": 100, "tasks.epochs": 2})
     run = tasks.run_task(P, "wikiann", "minilm", verbose=False)
-    assert run.record["f1"] > 0.3  # a pretrained encoder finds entities after 300 sentences; random does not
+    random = tasks.run_task(P, "wikiann", "random", verbose=False)
+    # a pretrained encoder finds entities after 300 sentences; the same head on random weights does not
+    assert run.record["f1"] > 0.15 and run.record["f1"] > random.record["f1"] + 0.1, (run.record["f1"],
+                                                                                     random.record["f1"])
