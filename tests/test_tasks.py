@@ -79,7 +79,8 @@ def test_saved_model_predicts_as_before(shared_artifacts, tmp_path):
         torch.testing.assert_close(model(**batch).logits, run.model(**batch).logits)
     with pytest.raises(FileExistsError, match="overwrite"):
         tasks.save_task_model(run.path, run.model, run.tokenizer, run.info)
-    assert run.record["seconds"] > 0 and run.result.best["epoch"] == 1
+    # seconds are rounded to 0.1: a 16-sentence run on a fast machine may record 0.0
+    assert run.record["seconds"] >= 0 and run.result.best["epoch"] == 1
 
 
 def test_panels_show_entities_and_answers(tiny_task_model):
