@@ -5,6 +5,8 @@ import torch
 
 from bertbook import exercises as X
 from bertbook.config import ModelConfig
+from bertbook.exercises.nb01_tokenization import _wordpiece_no_prefix as no_prefix
+from bertbook.exercises.nb01_tokenization import _wordpiece_shortest as shortest_first
 
 
 def test_solutions_pass(capsys):
@@ -24,33 +26,6 @@ def test_package_versions_pass_too():
     assert X.check_attention(lambda q, k, v, m: scaled_dot_product_attention(q, k, v, m))
     assert X.check_wordpiece(wordpiece_word)
     assert X.check_param_count(lambda cfg: cfg.num_parameters())
-
-
-def shortest_first(word, vocab):
-    pieces, start = [], 0
-    while start < len(word):
-        for end in range(start + 1, len(word) + 1):
-            piece = word[start:end] if start == 0 else "##" + word[start:end]
-            if piece in vocab:
-                break
-        else:
-            return ["[UNK]"]
-        pieces.append(piece)
-        start = end
-    return pieces
-
-
-def no_prefix(word, vocab):
-    pieces, start = [], 0
-    while start < len(word):
-        end = len(word)
-        while end > start and word[start:end] not in vocab:
-            end -= 1
-        if end == start:
-            return ["[UNK]"]
-        pieces.append(word[start:end])
-        start = end
-    return pieces
 
 
 @pytest.mark.parametrize("wrong, message", [
