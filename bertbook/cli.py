@@ -16,18 +16,18 @@ from pathlib import Path
 from .config import PRESETS, ConfigError, get_preset
 from .utils import atomic_write
 
-# command -> (module that owns the concept, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("bertbook.data", "list the datasets, where each was found, and verify checksums"),
-    "parity": ("bertbook.hf", "check bertbook against transformers (largest difference per output)"),
-    "pretrain": ("bertbook.train", "pretrain a masked language model on a preset"),
-    "bench": ("bertbook.bench", "training speed of bertbook vs transformers, side by side"),
-    "finetune": ("bertbook.finetune", "fine-tune a classifier (imdb, sst2) or a task head (wikiann, wnut17, "
-                                      "semeval, squad) and print test metrics"),
-    "predict": ("bertbook.finetune", "classify a text, find its entities, its relation or an answer"),
-    "results": ("bertbook.finetune", "compute the results table (baselines vs pretrained models)"),
-    "course": ("bertbook.course", "execute every notebook headless on a preset and summarise"),
-    "presets": ("bertbook.course", "print the presets"),
+# command -> one-line help; each command is the function cli_<command> below
+COMMANDS: dict[str, str] = {
+    "data": "list the datasets, where each was found, and verify checksums",
+    "parity": "check bertbook against transformers (largest difference per output)",
+    "pretrain": "pretrain a masked language model on a preset",
+    "bench": "training speed of bertbook vs transformers, side by side",
+    "finetune": "fine-tune a classifier (imdb, sst2) or a task head (wikiann, wnut17, "
+                 "semeval, squad) and print test metrics",
+    "predict": "classify a text, find its entities, its relation or an answer",
+    "results": "compute the results table (baselines vs pretrained models)",
+    "course": "execute every notebook headless on a preset and summarise",
+    "presets": "print the presets",
 }
 
 
@@ -35,7 +35,7 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: python -m bertbook <command> [options]   (<command> --help for its options)", "",
              "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {help_}" for name, help_ in COMMANDS.items()]
     return "\n".join(lines)
 
 
