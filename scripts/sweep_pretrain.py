@@ -46,6 +46,7 @@ ROWS: dict[str, tuple[str, dict]] = {
                                {**BERT, "model.layer_norm_position": "pre", "pretrain.dropout": False}),
     "recipe": ("pre-LN, no dropout, triangle schedule, clip 0.5, mask 30%, lr 1e-3", RECIPE),
     "recipe-post-ln": ("the recipe with post-LN", {**RECIPE, "model.layer_norm_position": "post"}),
+    "recipe+dropout": ("the recipe with dropout 0.1", {**RECIPE, "pretrain.dropout": True}),
     "recipe-linear": ("the recipe with 6% warmup + linear decay",
                       {**RECIPE, "pretrain.schedule": "linear", "pretrain.warmup_frac": 0.06}),
     "recipe-mask15": ("the recipe with mask 15%", {**RECIPE, "pretrain.mask_prob": 0.15}),
@@ -61,6 +62,10 @@ ROWS: dict[str, tuple[str, dict]] = {
     "recipe-L4H512": ("the recipe, model L4/H512 (A8, FFN 2048)",
                       {**RECIPE, "model.hidden_size": 512, "model.num_attention_heads": 8,
                        "model.intermediate_size": 2048}),
+    "recipe-batch8": ("the recipe, batch 8 for four times the steps (the same tokens; held out: the same rows, "
+                      "other masks)",
+                      {**RECIPE, "pretrain.batch_size": 8, "pretrain.eval_batches": 40, "steps_factor": 4}),
+    "recipe-vocab4k": ("the recipe, vocabulary 4,096", {**RECIPE, "model.vocab_size": 4096}),
     "recipe-vocab16k": ("the recipe, vocabulary 16,384", {**RECIPE, "model.vocab_size": 16384}),
     "recipe-books": ("the recipe on the books alone", {**RECIPE, "data.corpus": "gutenberg-small"}),
     "recipe-reviews": ("the recipe on the reviews alone", {**RECIPE, "data.corpus": "imdb-reviews"}),

@@ -147,3 +147,43 @@ def test_tokenizer_trained_on_other_settings_is_refused(tmp_path, monkeypatch):
     (tmp_path / "ci" / "tokenizer" / "training_settings.json").write_text("{not json")
     with pytest.raises(C.CheckpointError, match="training_settings.json"):
         get_tokenizer(get_preset("ci", **small))
+
+
+# ------------------------------------------------------------------------------------------- the sweep
+
+def _sweep_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "sweep_pretrain.py"
+    spec = importlib.util.spec_from_file_location("sweep_pretrain", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_sweep_row_is_a_valid_laptop_preset_that_changes_few_settings():
+    sweep = _sweep_script()
+    for name, (what, settings) in sweep.ROWS.items():
+        settings = dict(settings)
+        factor = settings.pop("steps_factor", 1)
+        assert isinstance(factor, int) and factor >= 1, name
+        P = get_preset("laptop", **settings)  # a misspelt or impossible setting raises here
+        for key, value in settings.items():
+            group, field = key.split(".")
+            got = getattr(getattr(P, group), field)
+            assert (list(got) if isinstance(got, tuple) else got) == (list(value) if isinstance(value, tuple)
+                                                                      else value), (name, key)
+        base = sweep.BERT if name.startswith("bert") else sweep.RECIPE
+        changed = {k for k in settings if base.get(k) != settings[k]}
+        assert len(changed) <= 4, (name, changed)  # one idea per row (a model size is up to 4 fields)
+        assert what, name
+
+
+def test_sweep_table_prints_every_row():
+    sweep = _sweep_script()
+    ev = {"accuracy": 0.1, "unigram_accuracy": 0.03}
+    row = {"row": "recipe", "what": "w", "steps": 250, "tokens": 1_024_000, "train_seconds": 150.0,
+           "eval": {"imdb-reviews": ev, "gutenberg": ev, "wikitext-2": ev}}
+    lines = sweep.table([row, {**row, "row": "bert"}]).splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| recipe |") and "10.0%" in lines[2] and "1.02 M" in lines[2]
