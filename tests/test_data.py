@@ -397,3 +397,43 @@ def test_large_shards_follow_the_25m_rule():
         start += c
     assert sizes[0] == 25_005_127 and sizes[-1] == 21_881_415  # the shard files' lengths in characters
     assert data.shard_books([5, 5], 0) == [2]
+
+
+def _squad_fetch(train_bytes: bytes):
+    """The network for SQuAD: the official dev JSON from the local gzip, and ``train_bytes`` as the train file."""
+    dev_gz = data.find("squad-v1.1") / "dev-v1.1.json.gz"
+
+    def fetch(url, dest):
+        if url.endswith("/dev-v1.1.json"):
+            with gzip.open(dev_gz, "rb") as f:
+                dest.write_bytes(f.read())
+        else:
+            dest.write_bytes(train_bytes)
+    return fetch
+
+
+def test_squad_download_rebuilds_the_dev_gzip_byte_for_byte_and_keeps_the_train_file(tmp_path, monkeypatch):
+    entry = data.info("squad-v1.1")
+    train = entry["source"]["originals"]["train-v1.1.json"]
+    fake_train = json.dumps({"version": "1.1", "data": [{"title": "T", "paragraphs": []}]}).encode()
+    # the official train file is not offline: let the manifest expect the stand-in's checksum instead
+    patched = json.loads(json.dumps(entry))
+    patched["source"]["originals"]["train-v1.1.json"] = {**train, "sha256": hashlib.sha256(fake_train).hexdigest()}
+    monkeypatch.setattr(data, "info", lambda name: patched if name == "squad-v1.1" else entry)
+    folder = data.download("squad-v1.1", dest_root=tmp_path, fetch=_squad_fetch(fake_train))
+    gz = folder / "dev-v1.1.json.gz"
+    assert hashlib.sha256(gz.read_bytes()).hexdigest() == entry["files"]["dev-v1.1.json.gz"]["sha256"]
+    assert (folder / "train-v1.1.json").read_bytes() == fake_train
+    assert not (folder / "dev-v1.1.json").exists()
+    monkeypatch.setenv("BERTBOOK_DATA_DIR", str(tmp_path))  # training then finds the downloaded train set
+    assert data.load_squad("train") == [{"title": "T", "paragraphs": []}]
+    monkeypatch.setattr(data, "info", lambda name: entry)  # against the real checksum it is refused
+    with pytest.raises(data.DataError, match="is not the official SQuAD v1.1 training set"):
+        data.load_squad("train")
+
+
+def test_squad_download_of_a_changed_train_file_installs_nothing(tmp_path):
+    with pytest.raises(data.DataError, match="changed at its source") as err:
+        data.download("squad-v1.1", dest_root=tmp_path, fetch=_squad_fetch(b"{}"))
+    assert err.value.problem == "download" and "train-v1.1.json" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
