@@ -1,6 +1,8 @@
 """Shared pytest setup: every test runs on the ci preset with its own artifacts folder."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,15 @@ def tiny_task_model(tmp_path_factory):
     patch.setenv("BERTBOOK_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
     yield lambda task, **options: tasks.build_task_model(get_preset("ci"), task, "random", **options)
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def script():
+    """``script(name)``: the module ``scripts/<name>.py`` of the project, loaded for its functions."""
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

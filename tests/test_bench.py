@@ -1,6 +1,5 @@
 """The bench command (checked to run and report ratios, never timed) and the GPU check script."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -49,15 +48,8 @@ def _fake_bench() -> dict:
                              "tokens_s": 1.2e6}}
 
 
-def _gpu_check_module():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_gpu_check_summary_of_a_full_report():
-    gc = _gpu_check_module()
+def test_gpu_check_summary_of_a_full_report(script):
+    gc = script("gpu_check")
     report = {"tiny": False, "device": "cuda", "preset": "gpu", "total_seconds": 470.0,
               "pretrain_settings": "240 s budget, data.large_shards=2",
               "environment": {"gpu": "NVIDIA H200", "gpus": 1, "cpu_cores": 16, "torch": "2.11", "python": "3.12",

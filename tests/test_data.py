@@ -1,6 +1,7 @@
 """bertbook.data: every dataset loads with its documented counts; damaged files give a DataError that
 says which file, which checksum and how to fix it; downloads convert and verify (tested offline)."""
 
+import copy
 import gzip
 import hashlib
 import io
@@ -417,7 +418,7 @@ def test_squad_download_rebuilds_the_dev_gzip_byte_for_byte_and_keeps_the_train_
     train = entry["source"]["originals"]["train-v1.1.json"]
     fake_train = json.dumps({"version": "1.1", "data": [{"title": "T", "paragraphs": []}]}).encode()
     # the official train file is not offline: let the manifest expect the stand-in's checksum instead
-    patched = json.loads(json.dumps(entry))
+    patched = copy.deepcopy(entry)
     patched["source"]["originals"]["train-v1.1.json"] = {**train, "sha256": hashlib.sha256(fake_train).hexdigest()}
     monkeypatch.setattr(data, "info", lambda name: patched if name == "squad-v1.1" else entry)
     folder = data.download("squad-v1.1", dest_root=tmp_path, fetch=_squad_fetch(fake_train))

@@ -151,19 +151,8 @@ def test_tokenizer_trained_on_other_settings_is_refused(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- the sweep
 
-def _sweep_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / "sweep_pretrain.py"
-    spec = importlib.util.spec_from_file_location("sweep_pretrain", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_every_sweep_row_is_a_valid_laptop_preset_that_changes_few_settings():
-    sweep = _sweep_script()
+def test_every_sweep_row_is_a_valid_laptop_preset_that_changes_few_settings(script):
+    sweep = script("sweep_pretrain")
     for name, (what, settings) in sweep.ROWS.items():
         settings = dict(settings)
         factor = settings.pop("steps_factor", 1)
@@ -180,8 +169,8 @@ def test_every_sweep_row_is_a_valid_laptop_preset_that_changes_few_settings():
         assert what, name
 
 
-def test_sweep_table_prints_every_row():
-    sweep = _sweep_script()
+def test_sweep_table_prints_every_row(script):
+    sweep = script("sweep_pretrain")
     ev = {"accuracy": 0.1, "unigram_accuracy": 0.03}
     row = {"row": "recipe", "what": "w", "steps": 250, "tokens": 1_024_000, "train_seconds": 150.0,
            "eval": {"imdb-reviews": ev, "gutenberg": ev, "wikitext-2": ev}}
