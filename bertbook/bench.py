@@ -29,9 +29,10 @@ from .model import BertForMaskedLM
 from .pretrained import minilm_path
 from .tokenizer import get_tokenizer
 from .train import build_model, make_optimizer
-from .utils import autocast_dtype
+from .utils import autocast_dtype, cpu_computes_bf16
 
-__all__ = ["CONFIGS", "peak_flops", "time_training", "bench_models", "bench_tokenization", "run_bench",
+__all__ = ["CONFIGS", "peak_flops", "time_training", "bench_models", "bench_precision", "bench_tokenization",
+           "run_bench",
            "format_table", "model_flops_per_token", "compute_estimate"]
 
 VOCAB, SEQ, BATCH = 30522, 128, 32
@@ -146,6 +147,35 @@ def bench_models(name: str, layers: int, hidden: int, heads: int, device: str = 
     return row
 
 
+def bench_precision(device: str = "cpu", batch: int = BATCH, seq: int = SEQ, steps: int = 5, warmup: int = 2,
+                    repeats: int = 3, quick: bool = False) -> dict:
+    """Training tokens/s of the laptop preset's model (bertbook) in fp32 and in bf16 autocast, side by side:
+    what ``precision="auto"`` gains by choosing bf16 where the hardware computes it (and loses where the CPU
+    only emulates it). The same batch, masks and AdamW in both; interleaved, best of ``repeats``."""
+    dev = torch.device(device)
+    cfg = get_preset("laptop").model
+    if quick:
+        cfg = dataclasses.replace(cfg, vocab_size=1000, hidden_size=64, num_attention_heads=2, intermediate_size=256)
+        batch, seq, steps, warmup, repeats = 4, 32, 1, 1, 1
+    data = _batch(cfg, batch, seq, dev)
+    runs = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        torch.manual_seed(0)
+        runs[name] = _trainer(BertForMaskedLM(cfg).to(dev).train(), data, True, dtype)
+        time_training(runs[name], dev, warmup)
+    best = {k: float("inf") for k in runs}
+    for _ in range(repeats):
+        for k, step in runs.items():
+            best[k] = min(best[k], time_training(step, dev, steps))
+    tokens = batch * seq * steps
+    row = {"device": dev.type, "config": f"L{cfg.num_hidden_layers}/H{cfg.hidden_size}", "batch": batch, "seq": seq, "vocab": cfg.vocab_size,
+           "fp32_tok_s": tokens / best["fp32"], "bf16_tok_s": tokens / best["bf16"],
+           "hardware_bf16": cpu_computes_bf16() if dev.type == "cpu" else torch.cuda.is_bf16_supported(),
+           "auto": "bf16" if autocast_dtype("auto", dev) is not None else "fp32"}
+    row["ratio"] = row["bf16_tok_s"] / row["fp32_tok_s"]
+    return row
+
+
 def bench_tokenization(preset=None, max_chars: int = 0) -> dict:
     """Throughput of the pipeline's first step (paragraphs -> sentences -> fast WordPiece -> ids on disk)
     on the preset's corpus, with the bert-base-uncased vocabulary (30,522 entries, shipped with MiniLM), or
@@ -186,9 +216,10 @@ def run_bench(devices: list[str], quick: bool = False, repeats: int = 3, steps: 
             else:
                 rows.append(bench_models(name, layers, hidden, heads, device, batch=batch, steps=steps,
                                          repeats=repeats))
+    precision = [bench_precision("cpu", steps=steps, repeats=repeats, quick=quick)] if "cpu" in devices else []
     tokenization = bench_tokenization(None, 200_000 if quick else tokenize_chars)
     return {"machine": machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "quick": quick, "models": rows, "tokenization": tokenization}
+            "quick": quick, "models": rows, "precision": precision, "tokenization": tokenization}
 
 
 def format_table(result: dict) -> str:
@@ -204,6 +235,12 @@ def format_table(result: dict) -> str:
             mfu = f"{r['bertbook_mfu']:.0%} / {r['transformers_mfu']:.0%} of {r['peak_tflops']:.0f} TFLOP/s"
         lines.append(f"| {r['device']} {r['dtype']} | {r['config']} | {r['batch']} x {r['seq']}, {r['vocab']} | "
                      f"{r['bertbook_tok_s']:,.0f} | {r['transformers_tok_s']:,.0f} | {r['ratio']:.2f}x | {mfu} |")
+    for r in result.get("precision", []):
+        why = "computes bf16 in hardware" if r["hardware_bf16"] else "only emulates bf16"
+        lines += ["", f"bf16 autocast vs fp32, bertbook's {r['config']} ({r['batch']} x {r['seq']}, "
+                      f"vocab {r['vocab']}) on {r['device']}: {r['bf16_tok_s']:,.0f} vs {r['fp32_tok_s']:,.0f} "
+                      f"tokens/s, {r['ratio']:.2f}x; this {r['device'].upper()} {why}, so precision 'auto' trains in "
+                      f"{r['auto']} here"]
     t = result["tokenization"]
     lines += ["", f"Tokenization (sentence split + fast WordPiece + ids to disk): {t['mb_s']:.2f} MB/s, "
                   f"{t['tokens_s'] / 1e6:.2f} M tokens/s ({t['chars'] / 1e6:.1f} M characters of {t['corpus']} "

@@ -210,7 +210,7 @@ def predict_proba(model: torch.nn.Module, ids: Sequence[Sequence[int]], batch_si
     """Class probabilities ``(N, num_labels)`` for token-id sequences, in their original order (the model
     runs in eval mode, and is given back in the mode it came in)."""
     device = device_of(model)
-    dtype = autocast_dtype("auto", device)  # bf16 on a GPU that supports it, fp32 elsewhere
+    dtype = autocast_dtype("auto", device)  # bf16 where the GPU or CPU computes it in hardware, else fp32
     out: np.ndarray | None = None
     with eval_mode(model):
         for idx in batch_order([len(x) for x in ids], batch_size, shuffle=False):
@@ -286,7 +286,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, val: Encoded, cfg: Finetun
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"empty split: {len(train)} training and {len(val)} validation examples.")
     device = device_of(model)
-    dtype = autocast_dtype("auto", device)  # bf16 on a GPU that supports it (half the memory traffic), else fp32
+    dtype = autocast_dtype("auto", device)  # bf16 where the hardware computes it (fewer bytes, faster), else fp32
     torch.manual_seed(cfg.seed)  # dropout masks
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -643,7 +643,8 @@ def run_finetune(P: Preset, task: str, init: str | os.PathLike = "random", out: 
               "accuracy": test["accuracy"], "precision": test["precision"], "recall": test["recall"],
               "f1": test["f1"], "test_examples": test["n"], "rt_accuracy": ood["accuracy"] if ood else None,
               "val_accuracy": result.best["val_accuracy"], "best_epoch": result.best["epoch"],
-              "seconds": round(seconds, 1), "machine": machine()}
+              "seconds": round(seconds, 1), "machine": machine(),
+              "autocast": "bf16" if autocast_dtype("auto", device_of(model)) else "fp32"}
     info["metrics"] = {**record, "confusion": test["confusion"], "history": result.history}
     path = None
     if out is not None:
@@ -793,7 +794,7 @@ def render_markdown(rows: Sequence[dict]) -> str:
                      f"| {r['train_examples']:,} | {num(r.get('max_length'), 'd')} | {num(r.get('epochs'), 'd')} "
                      f"| {num(r.get('learning_rate'), 'g')}{', ' + r['pooling'] if r.get('pooling') else ''} "
                      f"| {spread(r, 'accuracy')} | {num(r['f1'], '.3f')} | {spread(r, 'rt_accuracy')} "
-                     f"| {r['seconds']:.0f} | {r['machine']} |")
+                     f"| {r['seconds']:.0f} | {r['machine']}{', ' + r['autocast'] if r.get('autocast') else ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -47,20 +47,23 @@ def pretrain_stage(out: Path) -> dict:
     from bertbook.tokenizer import load_tokenizer
 
     P = get_preset("laptop")
+    pc = P.pretrain
     print(P.summary(), flush=True)
     history = train.pretrain(P, artifacts_dir(P.name, "pretrain"), resume=True, progress=False)
     tok = load_tokenizer(Path(history.checkpoint))
     model = BertForPreTraining.from_pretrained(history.checkpoint).to(device()).eval()
     cache = corpus.corpus_cache(P, tok, "train", progress=False)
-    vocab, pc = MaskVocab.from_tokenizer(tok), P.pretrain
+    vocab = MaskVocab.from_tokenizer(tok)
     last = history.train[-1]
-    result = {"preset": P.to_dict(), "machine": machine(), "threads": torch.get_num_threads(),
+    dtype = train.autocast_dtype(pc.precision, device())  # the run's own precision, as notebook 05 evaluates
+    autocast = "bf16" if dtype else "fp32"
+    result = {"preset": P.to_dict(), "machine": machine(), "autocast": autocast, "threads": torch.get_num_threads(),
               "steps": last["step"], "tokens": last["tokens"], "train_seconds": last["seconds"], "eval": {},
               "curve": {}, "fill_mask": {}}
     for name in corpus.EVAL_SETS:
         batches = corpus.eval_batches(corpus.eval_text(name, P.data.eval_max_chars, P), tok, vocab, pc.seq_len,
                                       pc.batch_size, pc.eval_batches)
-        result["eval"][name] = {"model": train.evaluate_mlm(model, batches, device()),
+        result["eval"][name] = {"model": train.evaluate_mlm(model, batches, device(), dtype),
                                 "unigram": train.unigram_baseline(cache.ids, batches, len(tok))}
         result["curve"][name] = [(e["step"], e["accuracy"]) for e in history.eval if e["name"] == name]
         m, u = result["eval"][name]["model"], result["eval"][name]["unigram"]

@@ -32,11 +32,12 @@ BOOKS_AND_REVIEWS = "gutenberg-small+imdb-reviews"
 # The short-budget recipe (Geiping & Goldstein 2023; Izsak et al. 2021), before the sweep chose among it
 RECIPE = {"model.layer_norm_position": "pre", "pretrain.dropout": False, "pretrain.schedule": "triangle",
           "pretrain.warmup_frac": 0.75, "pretrain.learning_rate": 1e-3, "pretrain.max_grad_norm": 0.5,
-          "pretrain.adam_betas": (0.9, 0.98), "pretrain.mask_prob": 0.3, "data.corpus": BOOKS_AND_REVIEWS}
+          "pretrain.adam_betas": (0.9, 0.98), "pretrain.mask_prob": 0.3, "data.corpus": BOOKS_AND_REVIEWS,
+          "pretrain.precision": "fp32"}
 # BERT's long-run recipe as the laptop preset had it: post-LN, dropout 0.1, 6% warmup, linear decay
 BERT = {"model.layer_norm_position": "post", "pretrain.dropout": True, "pretrain.schedule": "linear",
         "pretrain.warmup_frac": 0.06, "pretrain.learning_rate": 1e-3, "pretrain.max_grad_norm": 1.0,
-        "pretrain.mask_prob": 0.15, "data.corpus": BOOKS_AND_REVIEWS}
+        "pretrain.mask_prob": 0.15, "data.corpus": BOOKS_AND_REVIEWS, "pretrain.precision": "fp32"}
 
 # name -> (what it tests, settings); each differs from RECIPE (or BERT) in one thing
 ROWS: dict[str, tuple[str, dict]] = {
@@ -67,6 +68,8 @@ ROWS: dict[str, tuple[str, dict]] = {
                       {**RECIPE, "pretrain.batch_size": 8, "pretrain.eval_batches": 40, "steps_factor": 4}),
     "recipe-vocab4k": ("the recipe, vocabulary 4,096", {**RECIPE, "model.vocab_size": 4096}),
     "recipe-vocab16k": ("the recipe, vocabulary 16,384", {**RECIPE, "model.vocab_size": 16384}),
+    "recipe-bf16": ("the recipe in bf16 autocast (fp32 weights; every other row is fp32)",
+                    {**RECIPE, "pretrain.precision": "bf16"}),
     "recipe-books": ("the recipe on the books alone", {**RECIPE, "data.corpus": "gutenberg-small"}),
     "recipe-reviews": ("the recipe on the reviews alone", {**RECIPE, "data.corpus": "imdb-reviews"}),
 }

@@ -23,6 +23,10 @@ def test_bench_quick_prints_ratios(capsys):
         assert r["bertbook_tok_s"] > 0 and r["transformers_tok_s"] > 0
         assert r["ratio"] == pytest.approx(r["bertbook_tok_s"] / r["transformers_tok_s"])
         assert f"{r['ratio']:.2f}x" in out
+    (p,) = result["precision"]  # fp32 and bf16 side by side, and what "auto" chose
+    assert p["config"] == "L4/H64" and p["fp32_tok_s"] > 0 and p["bf16_tok_s"] > 0
+    assert p["ratio"] == pytest.approx(p["bf16_tok_s"] / p["fp32_tok_s"]) and f"{p['ratio']:.2f}x" in out
+    assert p["auto"] == ("bf16" if p["hardware_bf16"] else "fp32") and f"trains in {p['auto']} here" in out
     t = result["tokenization"]
     assert t["tokens"] > 10_000 and t["mb_s"] > 0 and "MB/s" in out
 

@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from bertbook.utils import atomic_write, autocast, autocast_dtype, device_of, eval_mode, replace_folder
+from bertbook.utils import (atomic_write, autocast, autocast_dtype, cpu_computes_bf16, device_of, eval_mode,
+                            replace_folder)
 
 
 def test_atomic_write_text_bytes_and_writer(tmp_path):
@@ -52,13 +53,30 @@ def test_replace_folder_swaps_and_removes_the_old_one(tmp_path):
 def test_autocast_dtype_and_context():
     cpu = torch.device("cpu")
     assert autocast_dtype("bf16", cpu) is torch.bfloat16
-    assert autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("auto", cpu) is (torch.bfloat16 if cpu_computes_bf16() else None)
+    assert autocast_dtype("auto", torch.device("meta")) is None
     assert autocast_dtype("fp32", cpu) is None
     x = torch.randn(4, 4)
+    with pytest.raises(ValueError, match="precision must be"):
+        autocast_dtype("half", cpu)
     with autocast(cpu, None):
         assert (x @ x).dtype == torch.float32
     with autocast(cpu, torch.bfloat16):
         assert (x @ x).dtype == torch.bfloat16
+
+
+def test_auto_precision_follows_the_cpu_and_the_environment(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not cpu_computes_bf16() and autocast_dtype("auto", cpu) is None  # emulated bf16 would be slower
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert cpu_computes_bf16() and autocast_dtype("auto", cpu) is torch.bfloat16
+    monkeypatch.setenv("BERTBOOK_PRECISION", "fp32")  # decides every "auto", never an explicit setting
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setenv("BERTBOOK_PRECISION", "double")
+    with pytest.raises(ValueError, match="BERTBOOK_PRECISION"):
+        autocast_dtype("auto", cpu)
 
 
 def test_eval_mode_restores_the_mode_also_on_errors():
