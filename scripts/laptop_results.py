@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
     if stage in ("pretrain", "all"):
         pretrain_stage(ROOT / "results" / "laptop_pretrain.json")
     if stage in ("finetune", "all"):
-        from bertbook.finetune import cli_results
+        from bertbook.cli import cli_results
 
         out = ROOT / "results" / "laptop_results.json"
         code = cli_results(["--preset", "laptop", "--tasks", "imdb", "sst2", "--seeds", "3",

@@ -2,7 +2,10 @@
 the triangle schedule, the dropout switch, and the review corpus (IMDB's training reviews, labels dropped)."""
 
 import dataclasses
+import json
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +179,29 @@ def test_sweep_table_prints_every_row(script):
            "eval": {"imdb-reviews": ev, "gutenberg": ev, "wikitext-2": ev}}
     lines = sweep.table([row, {**row, "row": "bert"}]).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| recipe |") and "10.0%" in lines[2] and "1.02 M" in lines[2]
+
+
+def test_laptop_results_finetune_stage_runs_the_results_command_and_adds_minilm(script, monkeypatch, tmp_path):
+    """scripts/laptop_results.py finetune: the 3-seed command, then MiniLM's rows from the stored earlier run."""
+    monkeypatch.setenv("BERTBOOK_PRESET", "ci")  # the script sets both; monkeypatch restores them afterwards
+    monkeypatch.setenv("BERTBOOK_ARTIFACTS", str(tmp_path / "artifacts"))
+    lr = script("laptop_results")
+    from bertbook import cli
+
+    seen = {}
+
+    def fake_results(argv):
+        seen["argv"] = argv
+        Path(argv[argv.index("--out") + 1]).write_text(json.dumps({"results": [{"task": "imdb", "model": "random"}]}))
+        return 0
+
+    monkeypatch.setattr(cli, "cli_results", fake_results)
+    (tmp_path / "results").mkdir()
+    shutil.copy(lr.ROOT / "results" / lr.MINILM_RUN, tmp_path / "results")
+    monkeypatch.setattr(lr, "ROOT", tmp_path)
+    assert lr.main(["finetune"]) == 0
+    assert seen["argv"][:2] == ["--preset", "laptop"] and seen["argv"][seen["argv"].index("--seeds") + 1] == "3"
+    table = json.loads((tmp_path / "results" / "laptop_results.json").read_text())
+    assert [(r["task"], r["model"]) for r in table["results"]] == [("imdb", "random"), ("imdb", "minilm"),
+                                                                   ("sst2", "minilm")]
+    assert all(r["from"] == lr.MINILM_RUN for r in table["results"][1:] + table["learning_curve"])
