@@ -7,7 +7,8 @@
 then scores the checkpoint on the held-out book, the held-out reviews and WikiText-2 next to the context-free
 unigram baseline on the same masked tokens, and asks it to fill in the blanks of the notebook's prompts.
 ``finetune`` is ``python -m bertbook results --preset laptop --tasks imdb sst2 --seeds 3 --rows bow random
-pretrained`` (the pooling chosen on validation), with MiniLM's rows and learning curve added from the earlier
+pretrained --random-lrs 3e-4 1e-3 --pretrained-lrs 1e-4 3e-4 1e-3`` (pooling and learning rate chosen on
+the first seed's validation accuracy), with MiniLM's rows and learning curve added from the earlier
 run of the same command in ``results/laptop_results_minilm_2026-11-28.json`` (they do not depend on our
 pretraining, and cost 40 minutes of CPU to remeasure). Artifacts go to ``$BERTBOOK_ARTIFACTS`` (default ``build/laptop-results``, git-ignored).
 """
@@ -24,6 +25,9 @@ os.environ.setdefault("BERTBOOK_ARTIFACTS", str(ROOT / "build" / "laptop-results
 os.environ["BERTBOOK_PRESET"] = "laptop"
 
 MINILM_RUN = "laptop_results_minilm_2026-11-28.json"
+# learning rates tried on the first seed with each pooling, the best on validation kept (issue: each init its own)
+RANDOM_LRS = ["3e-4", "1e-3"]
+PRETRAINED_LRS = ["1e-4", "3e-4", "1e-3"]
 PROMPTS = [
     "it is a truth universally acknowledged, that a single man in possession of a good fortune, "
     "must be in want of a [MASK].",
@@ -86,7 +90,8 @@ def main(argv: list[str]) -> int:
 
         out = ROOT / "results" / "laptop_results.json"
         code = cli_results(["--preset", "laptop", "--tasks", "imdb", "sst2", "--seeds", "3",
-                            "--rows", "bow", "random", "pretrained", "--out", str(out)])
+                            "--rows", "bow", "random", "pretrained", "--random-lrs", *RANDOM_LRS,
+                            "--pretrained-lrs", *PRETRAINED_LRS, "--out", str(out)])
         if code:
             return code
         # MiniLM's rows do not depend on our pretraining: they are taken, marked as such, from the run of
