@@ -32,8 +32,7 @@ from .train import build_model, make_optimizer
 from .utils import autocast_dtype, cpu_computes_bf16
 
 __all__ = ["CONFIGS", "peak_flops", "time_training", "bench_models", "bench_precision", "bench_tokenization",
-           "run_bench",
-           "format_table", "model_flops_per_token", "compute_estimate"]
+           "run_bench", "format_table", "model_flops_per_token", "compute_estimate"]
 
 VOCAB, SEQ, BATCH = 30522, 128, 32
 # name -> (layers, hidden, heads); the feed-forward is 4 x hidden, as in BERT
@@ -168,8 +167,9 @@ def bench_precision(device: str = "cpu", batch: int = BATCH, seq: int = SEQ, ste
         for k, step in runs.items():
             best[k] = min(best[k], time_training(step, dev, steps))
     tokens = batch * seq * steps
-    row = {"device": dev.type, "config": f"L{cfg.num_hidden_layers}/H{cfg.hidden_size}", "batch": batch, "seq": seq, "vocab": cfg.vocab_size,
-           "fp32_tok_s": tokens / best["fp32"], "bf16_tok_s": tokens / best["bf16"],
+    row = {"device": dev.type, "config": f"L{cfg.num_hidden_layers}/H{cfg.hidden_size}", "batch": batch,
+           "seq": seq, "vocab": cfg.vocab_size, "fp32_tok_s": tokens / best["fp32"],
+           "bf16_tok_s": tokens / best["bf16"],
            "hardware_bf16": cpu_computes_bf16() if dev.type == "cpu" else torch.cuda.is_bf16_supported(),
            "auto": "bf16" if autocast_dtype("auto", dev) is not None else "fp32"}
     row["ratio"] = row["bf16_tok_s"] / row["fp32_tok_s"]

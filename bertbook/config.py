@@ -145,7 +145,7 @@ class PretrainConfig:
     mask_prob: float = 0.15  # fraction of tokens chosen for prediction (BERT: 15%)
     whole_word_mask: bool = False  # choose whole words instead of single word pieces
     sentence_objective: str = "none"  # 'none', 'nsp', 'sop' or 'msc' (see notebook 04)
-    precision: str = "auto"  # 'auto' (bf16 where the GPU or CPU computes it in hardware, else fp32), 'bf16' or 'fp32'
+    precision: str = "auto"  # 'auto' (bf16 where the GPU or CPU computes it, else fp32), 'bf16' or 'fp32'
     compile: bool = False  # torch.compile the model (worth it on a GPU)
     eval_every: int = 100  # steps between evaluations
     eval_batches: int = 10  # batches of held-out text per evaluation
@@ -428,7 +428,7 @@ PRESETS: dict[str, Preset] = {
         description="a real CPU course: the whole course in about an hour on 2 cores",
         model=ModelConfig(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                           intermediate_size=1024, max_position_embeddings=256, layer_norm_position="pre"),
-        # 2,400 steps (10 M tokens: about 12 minutes on an idle 2-core CPU that computes bf16, about 25 on
+        # 2,400 steps (9.8 M tokens: about 13 minutes on an idle 2-core CPU that computes bf16, about 25 on
         # one that does not; a step budget, so that every machine trains the same model) and fine-tuning
         # on 2,000 reviews keep the whole course near an hour on 2 cores.
         pretrain=PretrainConfig(seq_len=128, batch_size=32, max_steps=2400, **SHORT_BUDGET_RECIPE,

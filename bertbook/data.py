@@ -25,7 +25,6 @@ layout and verifies every checksum before the folder becomes visible.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -35,7 +34,6 @@ import re
 import shutil
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request

@@ -27,12 +27,10 @@ becomes a `LoRALinear` whose ``.base`` is the old layer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import fused_attention, scaled_dot_product_attention
-from .config import LORA_TARGETS, ConfigError, Preset
+from .config import LORA_TARGETS, Preset
 
 __all__ = [
     "METHODS", "LoRALinear", "add_lora", "lora_parameters", "merge_lora", "unmerge_lora", "Adapter", "AdaptedAttention",

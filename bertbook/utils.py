@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["atomic_write", "replace_folder", "cpu_computes_bf16", "autocast_dtype", "autocast", "eval_mode", "device_of"]
+__all__ = ["atomic_write", "replace_folder", "cpu_computes_bf16", "autocast_dtype", "autocast", "eval_mode",
+           "device_of"]
 
 
 def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[str], None]) -> Path:
@@ -70,7 +71,7 @@ def replace_folder(tmp: str | os.PathLike, out: str | os.PathLike, keep_old: str
 
 def cpu_computes_bf16() -> bool:
     """Whether this CPU multiplies bf16 numbers in hardware (AVX512-BF16 or AMX: recent AMD EPYC and Ryzen,
-    Intel Xeon since Cooper Lake). There bf16 autocast trains the laptop model about 1.8 times as fast as
+    Intel Xeon since Cooper Lake). There bf16 autocast trains the laptop model about twice as fast as
     fp32 (``python -m bertbook bench`` measures the two side by side); elsewhere bf16 is emulated and slower."""
     import torch
 

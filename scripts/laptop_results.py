@@ -61,9 +61,9 @@ def pretrain_stage(out: Path) -> dict:
     last = history.train[-1]
     dtype = train.autocast_dtype(pc.precision, device())  # the run's own precision, as notebook 05 evaluates
     autocast = "bf16" if dtype else "fp32"
-    result = {"preset": P.to_dict(), "machine": machine(), "autocast": autocast, "threads": torch.get_num_threads(),
-              "steps": last["step"], "tokens": last["tokens"], "train_seconds": last["seconds"], "eval": {},
-              "curve": {}, "fill_mask": {}}
+    result = {"preset": P.to_dict(), "machine": machine(), "autocast": autocast,
+              "threads": torch.get_num_threads(), "steps": last["step"], "tokens": last["tokens"],
+              "train_seconds": last["seconds"], "eval": {}, "curve": {}, "fill_mask": {}}
     for name in corpus.EVAL_SETS:
         batches = corpus.eval_batches(corpus.eval_text(name, P.data.eval_max_chars, P), tok, vocab, pc.seq_len,
                                       pc.batch_size, pc.eval_batches)

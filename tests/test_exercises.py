@@ -121,7 +121,7 @@ def test_show_solution(capsys):
 def test_bert_large_checker(capsys):
     assert X.check_bert_large(X.solutions.bert_large_parameters)
     assert "335,141,888 parameters, correct" in capsys.readouterr().out
-    V, T, S, H, I, L = 30522, 512, 2, 1024, 4096, 24
+    V, T, S, H, L = 30522, 512, 2, 1024, 24
     rule_of_thumb = lambda: (V + T + S) * H + L * 12 * H * H  # weight matrices only
     no_pooler = lambda: X.solutions.bert_large_parameters() - (H * H + H)
     no_norms = lambda: X.solutions.bert_large_parameters() - (L * 4 * H + 2 * H)
@@ -175,7 +175,7 @@ def test_tail_checker():
     head = lambda ids, budget: F.truncate(ids, budget, "head")
     for wrong, message in [
         (head, "You kept the head"),
-        (lambda ids, budget: ids[-budget:][1:], f"Keep exactly"),
+        (lambda ids, budget: ids[-budget:][1:], "Keep exactly"),
         (lambda ids, budget: ids[-budget:] if len(ids) > budget else [], "must come back unchanged"),
         (lambda ids, budget: None, "returned None"),
     ]:

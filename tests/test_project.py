@@ -8,7 +8,6 @@ import tomllib
 from pathlib import Path
 
 import nbformat
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
