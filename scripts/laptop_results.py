@@ -25,7 +25,7 @@ os.environ.setdefault("BERTBOOK_ARTIFACTS", str(ROOT / "build" / "laptop-results
 os.environ["BERTBOOK_PRESET"] = "laptop"
 
 MINILM_RUN = "laptop_results_minilm_2026-11-28.json"
-# learning rates tried on the first seed with each pooling, the best on validation kept (issue: each init its own)
+# learning rates tried on the first seed with each pooling, the best on validation kept: each init its own
 RANDOM_LRS = ["3e-4", "1e-3"]
 PRETRAINED_LRS = ["1e-4", "3e-4", "1e-3"]
 PROMPTS = [
