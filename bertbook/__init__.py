@@ -2,8 +2,10 @@
 
 Modules are concepts, each readable top to bottom: ``config`` (presets), ``paths``, ``data``,
 ``tokenizer``, ``attention``, ``model``, ``hf`` (interop with transformers), ``masking``, ``corpus``
-(pretraining data), ``train`` (pretraining loop and checkpoints), ``finetune``, ``viz``, ``widgets``,
-``exercises``, ``course`` (notebook start-up and the headless course runner) and ``cli``.
+(pretraining data), ``optim`` (AdamW and the learning-rate schedules), ``evaluate`` (held-out MLM scores,
+the unigram baseline, fill-mask), ``runstate`` (a pretraining run's resumable checkpoint), ``train`` (the
+pretraining loop), ``finetune``, ``viz``, ``widgets``, ``exercises``, ``course`` (notebook start-up and the
+headless course runner) and ``cli``.
 Heavy modules (torch) are imported only when used, so ``python -m bertbook data`` starts fast.
 """
 

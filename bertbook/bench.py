@@ -26,9 +26,10 @@ from .course import machine
 from .hf import to_hf_config
 from .masking import MaskVocab, mask_tokens
 from .model import BertForMaskedLM
+from .optim import make_optimizer
 from .pretrained import minilm_path
 from .tokenizer import get_tokenizer
-from .train import build_model, make_optimizer
+from .train import build_model
 from .utils import autocast_dtype, cpu_computes_bf16
 
 __all__ = ["CONFIGS", "peak_flops", "time_training", "bench_models", "bench_precision", "bench_tokenization",

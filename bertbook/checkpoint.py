@@ -5,8 +5,8 @@ Every bertbook model class inherits ``Pretrained`` (``save_pretrained``, ``from_
 ModelConfig, the class and its head's settings) and ``model.safetensors`` (the tensors: no pickle, so
 loading one cannot run code). A missing or damaged file, or a checkpoint of another shape, raises a
 ``CheckpointError`` whose message names the file or the differences and says what to do; the loaders of
-tokenizers, fine-tuned folders and training state (``tokenizer``, ``finetune``, ``train``) use the same
-helpers. Notebooks 05 and 06.
+tokenizers, fine-tuned folders and a pretraining run's resumable state (``tokenizer``, ``finetune``,
+``runstate``) use the same helpers. Notebooks 05 and 06.
 """
 
 from __future__ import annotations
@@ -185,7 +185,8 @@ def check_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -
         if unexpected:
             parts.append("unexpected: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
         advice = ("Build the model from the checkpoint's own config (Class.from_pretrained(folder), "
-                  "bertbook.checkpoint.checkpoint_config(folder)) or load only the encoder with model.load_encoder(folder).")
+                  "bertbook.checkpoint.checkpoint_config(folder)) or load only the encoder with "
+                  "model.load_encoder(folder).")
         if not shapes and unexpected and all("bert." + k in own for k in unexpected):
             advice = "These are the weights of a bare encoder: load them with model.bert.load_state_dict(state)."
         raise CheckpointError(f"The {where} does not fit this {type(module).__name__}: " + " | ".join(parts)

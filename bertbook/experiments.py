@@ -14,7 +14,8 @@ import numpy as np
 
 from .config import ConfigError
 from .paths import artifacts_dir
-from .train import pretrain, pretraining_settings
+from .runstate import pretraining_settings
+from .train import pretrain
 
 __all__ = ["experiment_length", "experiment_settings", "run_experiment", "plot_runs"]
 

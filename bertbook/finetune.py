@@ -49,7 +49,8 @@ from .model import BertForSequenceClassification
 from .paths import artifacts_dir
 from .pretrained import load_minilm
 from .tokenizer import get_tokenizer, load_tokenizer
-from .train import get_pretrained, make_optimizer, make_scheduler
+from .optim import make_optimizer, make_scheduler
+from .train import get_pretrained
 from .utils import autocast, autocast_dtype, device_of, eval_mode, replace_folder
 
 __all__ = [

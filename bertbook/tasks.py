@@ -216,8 +216,8 @@ def train_task(model: nn.Module, train: Sequence[dict], validate: Callable[[nn.M
     """Fine-tune ``model`` on the features ``train``; after each epoch ``validate(model)`` returns metrics
     whose ``"score"`` chooses the weights kept. AdamW, warmup then linear decay, clipping: the recipe of
     notebook 06 (`finetune.fine_tune`), for any head."""
-    from . import train as train_lib
     from .finetune import BestCheckpoint, batch_order
+    from .optim import make_optimizer, make_scheduler
     from .utils import device_of
 
     if not train:
@@ -225,8 +225,8 @@ def train_task(model: nn.Module, train: Sequence[dict], validate: Callable[[nn.M
     device = device_of(model)
     torch.manual_seed(seed)  # dropout masks and the new head's start
     total = math.ceil(len(train) / batch_size) * epochs
-    optimizer = train_lib.make_optimizer(model, learning_rate, weight_decay)
-    scheduler = train_lib.make_scheduler(optimizer, round(warmup_frac * total), total, kind="linear")
+    optimizer = make_optimizer(model, learning_rate, weight_decay)
+    scheduler = make_scheduler(optimizer, round(warmup_frac * total), total, kind="linear")
     best, history, losses, t0 = BestCheckpoint(), [], [], time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()

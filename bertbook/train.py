@@ -1,203 +1,58 @@
-"""Pretraining: the optimizer, the learning-rate schedule and one plain training loop.
+"""Pretraining: one plain training loop, and the run around it that makes it real.
 
-Taught in notebook 05. The recipe is BERT's (Devlin et al. 2019, appendix A.2) with the later fixes that
-make small budgets work (Liu et al. 2019, RoBERTa; Geiping & Goldstein 2023, Cramming):
+Taught in notebook 05. The loop is :func:`pretrain`; its body is :func:`train_step`, one optimizer step on
+one screen (forward, loss, backward, clip, step), which notebook 05 writes out inline and checks against
+this one. Around it are named functions, not closures inside it: :func:`start_run` builds or resumes all the
+loop needs, :func:`evaluate_run` scores the held-out sets, :func:`checkpoint_run` saves the run so that it
+resumes exactly. The recipe is BERT's (Devlin et al. 2019, appendix A.2) with the later fixes that make
+small budgets work (Liu et al. 2019, RoBERTa; Geiping & Goldstein 2023, Cramming):
 
-- AdamW (Loshchilov & Hutter 2019) with weight decay on the weight matrices only, never on biases and
-  LayerNorm parameters;
-- the learning rate warms up linearly from 0, then decays linearly (or with a cosine) to 0;
-- the global gradient norm is clipped; gradients can be accumulated over several micro-batches;
-- bf16 autocast where the hardware supports it;
-- a run can be bounded by wall-clock time instead of steps; the schedule then follows the clock.
+- gradients are accumulated over several micro-batches; the global gradient norm is clipped (0: not);
+- bf16 autocast where the hardware computes it;
+- a run can be bounded by wall-clock time instead of steps; the schedule then follows the clock;
+- under ``torchrun`` every process trains on its own micro-batches (DistributedDataParallel).
+
+The optimizer and the learning-rate schedule are in ``optim``, the held-out scores in ``evaluate``, the
+files of a resumable checkpoint in ``runstate``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
-import pickle
-import random
-import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from .checkpoint import CheckpointError, file_error, read_json_file, read_weights_file
-from .config import SCHEDULES, get_preset
+
+from .config import get_preset
 from .corpus import EVAL_SETS, PretrainData, corpus_cache, eval_batches, eval_text, example_seed, tokenizer_hash
 from .course import machine
+from .evaluate import evaluate_mlm
 from .masking import MaskVocab, num_sentence_labels
 from .model import BertForPreTraining
+from .optim import lr_factor, make_optimizer, make_scheduler
 from .paths import artifacts_dir
+from .runstate import (CHECKPOINT, check_resumable, find_checkpoint, load_training_state, read_run, read_weights,
+                       rng_state, save_checkpoint, set_rng_state)
 from .tokenizer import get_tokenizer, load_tokenizer
 from .tracking import open_tracker
-from .utils import autocast, autocast_dtype, device_of, eval_mode, replace_folder
+from .utils import autocast, autocast_dtype
 
-__all__ = [
-    "param_groups",
-    "make_optimizer",
-    "lr_factor",
-    "make_scheduler",
-    "autocast_dtype",
-    "evaluate_mlm",
-    "unigram_baseline",
-    "TrainingDiverged",
-    "save_checkpoint",
-    "find_checkpoint",
-    "read_run",
-    "load_training_state",
-    "check_resumable",
-    "History",
-    "build_model",
-    "compute_loss",
-    "autocast",
-    "train_step",
-    "Run",
-    "start_run",
-    "evaluate_run",
-    "checkpoint_run",
-    "pretrain",
-    "get_pretrained",
-    "fill_mask",
-]
+__all__ = ["TrainingDiverged", "build_model", "compute_loss", "train_step", "History", "Clock", "Run", "start_run",
+           "evaluate_run", "checkpoint_run", "pretrain", "get_pretrained"]
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 1. Optimizer and schedule
+# 1. The step: forward, loss, backward, clip, step
 # ---------------------------------------------------------------------------------------------------------
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: weight matrices (decayed) and biases + LayerNorm parameters (not decayed).
-
-    Decay pulls weights towards 0; for a bias or a LayerNorm gain that is only harm (BERT's optimizer
-    excludes them too). Parameters that are frozen (``requires_grad=False``) are left out. Notebook 05.
-    """
-    decay, no_decay, seen = [], [], set()
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:  # a tied matrix (embeddings = output layer) once
-                continue
-            seen.add(id(p))
-            if isinstance(module, nn.LayerNorm) or name.endswith("bias") or p.dim() < 2:
-                no_decay.append(p)
-            else:
-                decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
-                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` (notebook 05). Uses the fused kernel on CUDA."""
-    fused = any(p.is_cuda for p in model.parameters())
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=1e-8,
-                             fused=fused or None)
-
-
-TRIANGLE_START = 0.25  # the triangle schedule starts at this fraction of the peak (Cramming)
-
-
-def lr_factor(progress: float, warmup_frac: float, kind: str = "linear") -> float:
-    """The learning rate as a fraction of its peak, ``progress`` in [0, 1] of the run (notebook 05).
-
-    Linear warmup over the first ``warmup_frac``, then ``linear`` decay to 0, ``cosine`` decay to 0, or
-    ``constant``. ``triangle`` is Cramming's budget-shaped schedule (Geiping & Goldstein 2023): no warmup
-    from 0, but a linear rise from 25% of the peak to the peak at ``warmup_frac`` (they use 0.75), then
-    linearly to 0 at the end of the budget. Both step-based and time-based runs use it: progress is
-    step/total or seconds/budget.
-    """
-    if kind not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {kind!r}: choose one of {', '.join(SCHEDULES)}.")
-    progress = min(max(progress, 0.0), 1.0)
-    if warmup_frac > 0 and progress < warmup_frac:
-        start = TRIANGLE_START if kind == "triangle" else 0.0
-        return start + (1.0 - start) * progress / warmup_frac
-    if kind == "constant":
-        return 1.0
-    rest = (progress - warmup_frac) / max(1e-12, 1.0 - warmup_frac)  # 0 -> 1 over the decay
-    return 0.5 * (1.0 + math.cos(math.pi * rest)) if kind == "cosine" else 1.0 - rest
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                   kind: str = "linear") -> torch.optim.lr_scheduler.LambdaLR:
-    """Warmup for ``warmup_steps`` then decay to 0 at ``total_steps``; call ``.step()`` after every
-    optimizer step (notebook 05). ``kind``: 'linear', 'cosine', 'constant' or 'triangle' (see
-    :func:`lr_factor`; its peak is at ``warmup_steps``)."""
-    if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"Need 0 <= warmup_steps <= total_steps and total_steps > 0, got warmup_steps="
-                         f"{warmup_steps}, total_steps={total_steps}.")
-    lr_factor(0.0, 0.0, kind)  # validates kind now rather than at the first step
-    warmup_frac = warmup_steps / total_steps
-
-    def factor(step: int) -> float:
-        return lr_factor(step / total_steps, warmup_frac, kind)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 2. Evaluation: MLM loss, accuracy and perplexity on held-out text with fixed masks
-# ---------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_mlm(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device | str = "cpu",
-                 dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Masked-LM loss, accuracy and perplexity (exp of the loss) over fixed batches (notebook 05).
-
-    Every masked token counts equally (a token-weighted mean over all batches).
-    """
-    device = torch.device(device)
-    total_loss, correct, count = 0.0, 0, 0
-    with eval_mode(model):
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "token_type_ids", "labels")}
-            with autocast(device, dtype):
-                out = model(**batch, masked_only=True)
-            target = batch["labels"][batch["labels"] != -100]  # (N,)
-            logits = out.logits.float()  # (N, V)
-            total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
-            correct += int((logits.argmax(-1) == target).sum())
-            count += int(target.numel())
-    loss = total_loss / max(count, 1)
-    return {"loss": loss, "accuracy": correct / max(count, 1), "perplexity": math.exp(min(loss, 50.0)),
-            "tokens": count}
-
-
-def unigram_baseline(train_ids, batches: list[dict[str, torch.Tensor]], vocab_size: int) -> dict[str, float]:
-    """The held-out numbers of a model that ignores the context (notebook 05): at every masked position it
-    predicts how often each token occurs in the training ids (add-one smoothed), so its top guess is always
-    the most frequent token. A pretraining run first falls to about this loss and can sit near it for a
-    long while (the plateau) before it learns to use the context. Same batches, same keys as `evaluate_mlm`."""
-    counts = torch.from_numpy(np.bincount(np.asarray(train_ids), minlength=vocab_size))
-    log_p = torch.log((counts[:vocab_size].double() + 1.0) / (counts[:vocab_size].sum() + vocab_size))
-    target = torch.cat([b["labels"][b["labels"] != -100] for b in batches])
-    loss = float(-log_p[target].mean())
-    return {"loss": loss, "accuracy": float((target == log_p.argmax()).double().mean()),
-            "perplexity": math.exp(min(loss, 50.0)), "tokens": int(target.numel())}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 3. Checkpoints: weights, config, tokenizer, optimizer, scheduler and random state, written atomically
-# ---------------------------------------------------------------------------------------------------------
-
-CHECKPOINT = "checkpoint"  # the latest good checkpoint inside a run folder
-STATE_FILE = "training_state.pt"  # optimizer, scheduler, random generators
-RUN_FILE = "pretrain.json"  # preset, progress and history (human-readable)
-# Settings that may differ when a run is resumed: they change how often it reports, not what it computes.
-PRETRAINING_GROUPS = ("model", "pretrain", "data")  # the preset groups a pretraining run depends on
-RESUMABLE_CHANGES = {"pretrain.eval_every", "pretrain.eval_batches", "pretrain.checkpoint_every",
-                     "pretrain.compile", "pretrain.precision", "data.eval_max_chars"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -208,121 +63,67 @@ class TrainingDiverged(RuntimeError):
         self.what, self.value, self.lr = what, value, lr  # which number, its value, the learning rate
 
 
-def flatten_settings(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten_settings(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
+def build_model(preset, vocab_size: int):
+    """The model pretrained by notebook 05: ``BertForPreTraining`` sized by the preset, with the tokenizer's
+    vocabulary size (and no dropout when ``pretrain.dropout`` is off). Without a sentence objective the
+    pooler and sentence head get no gradient, so they are frozen (and left out of the optimizer)."""
+
+    objective = preset.pretrain.sentence_objective
+    config = dataclasses.replace(preset.model, vocab_size=vocab_size)
+    if not preset.pretrain.dropout:  # short budgets: every step must count, nothing to regularise yet
+        config = dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertForPreTraining(config, num_sentence_labels=max(2, num_sentence_labels(objective)))
+    if objective == "none":
+        for p in itertools.chain(model.bert.pooler.parameters(), model.sentence_classifier.parameters()):
+            p.requires_grad_(False)
+    return model
 
 
-def _rng_state() -> dict:
-    """Every random generator's state as tensors, numbers and strings only, so that the checkpoint loads with
-    ``torch.load(weights_only=True)``, which unpickles no Python objects (a numpy array would need that)."""
-    version, mt, gauss_next = random.getstate()  # Mersenne Twister: 624 words and a position
-    name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
-    state = {"python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss_next": gauss_next},
-             "numpy": {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
+    """One forward pass; MLM logits only at the masked positions (the loss is the same, the cost a
+    fraction). Returns the model output, whose ``loss`` is MLM + sentence loss."""
+    return model(**batch, masked_only=True)
 
 
-def _set_rng_state(state: dict) -> None:
-    py, npy = state["python"], state["numpy"]
-    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
-    np.random.set_state((npy["name"], npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+def train_step(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
+               max_grad_norm: float = 0.0, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One optimizer step, the whole of training (notebook 05 writes it inline and checks it against this).
 
-
-def save_checkpoint(run_dir: Path, model: nn.Module, tokenizer, optimizer, scheduler, run: dict,
-                    rng_states: list[dict]) -> Path:
-    """Write ``run_dir/checkpoint`` atomically: everything goes into a temporary sibling folder that then
-    replaces the old checkpoint by renames, so a crash at any moment leaves one complete checkpoint
-    (``checkpoint`` or, mid-swap, ``checkpoint.old``). Notebook 05."""
-    run_dir = Path(run_dir)
-    final, old = run_dir / CHECKPOINT, run_dir / f"{CHECKPOINT}.old"
-    tmp = run_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(str(tmp))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_states}, tmp / STATE_FILE)
-    (tmp / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
-    return replace_folder(tmp, final, keep_old=old)
-
-
-def find_checkpoint(run_dir: Path) -> Path | None:
-    """The run's latest complete checkpoint, recovering from a crash in the middle of a swap."""
-    run_dir = Path(run_dir)
-    final, old = run_dir / CHECKPOINT, run_dir / f"{CHECKPOINT}.old"
-    if not (final / RUN_FILE).exists() and (old / RUN_FILE).exists():
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(old, final)
-    return final if (final / RUN_FILE).exists() else None
-
-
-def _restart_advice(checkpoint: Path) -> str:
-    """What to do when a file of a pretraining checkpoint is missing or damaged."""
-    return (f"Delete the folder {checkpoint} and pretrain again (notebook 05, or python -m bertbook pretrain "
-            f"--out {Path(checkpoint).parent}).")
-
-
-def read_run(checkpoint: Path) -> dict:
-    """The ``pretrain.json`` of a checkpoint: preset, step, finished flag and history."""
-
-    return read_json_file(Path(checkpoint) / RUN_FILE, _restart_advice(checkpoint))
-
-
-def load_training_state(checkpoint: Path) -> dict:
-    """A checkpoint's optimizer, scheduler and random states (``training_state.pt``), read with
-    ``torch.load(weights_only=True)``: the file holds only tensors, numbers, strings, lists and dicts, so
-    loading it runs no code from it, whoever wrote it. A missing or damaged file raises a CheckpointError."""
-
-    path = Path(checkpoint) / STATE_FILE
-    advice = _restart_advice(checkpoint)
-    if not path.is_file():
-        raise file_error(path, None, advice)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # Python objects inside: an older bertbook's format, or not ours at all
-        raise file_error(path, "it holds Python objects that only unpickling could read, and unpickling can "
-                               "run code from the file; bertbook writes only tensors and numbers there, older "
-                               "versions pickled the random states", advice) from None
-    except Exception as exc:  # truncated: OSError, EOFError or RuntimeError from the zip reader
-        raise file_error(path, "not a readable torch file", advice, exc) from None
-
-
-def pretraining_settings(preset: dict) -> dict:
-    """The settings that decide what pretraining computes, flattened (``{"pretrain.learning_rate": ...}``):
-    the model, pretraining and data groups. Fine-tuning and the later notebooks' groups are left out, so that
-    changing them (or a version of the course adding a group) never invalidates a pretraining run."""
-    return {k: v for k, v in flatten_settings(preset).items() if k.split(".", 1)[0] in PRETRAINING_GROUPS}
-
-
-def check_resumable(saved: dict, preset, tokenizer_hash: str, where: Path) -> None:
-    """Refuse to resume a checkpoint made with another configuration, naming every difference."""
-    old, new = pretraining_settings(saved["preset"]), pretraining_settings(preset.to_dict())
-    diffs = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new))
-             if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
-    if saved.get("tokenizer") != tokenizer_hash:
-        diffs.append("the tokenizer differs (it was retrained since)")
-    if diffs:
-        raise CheckpointError(f"The checkpoint in {where} was trained with another configuration, so it cannot "
-                              f"be resumed: " + "; ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
-                              + ". Resume it with the same preset and settings, or start a new run in another "
-                              "folder (--out).")
+    For each micro-batch: forward (MLM logits at the masked positions only), loss, backward, each loss
+    divided by the number of micro-batches so that the gradients add up to their mean. Then clip the global
+    gradient norm, refuse non-finite numbers (``TrainingDiverged``, the weights untouched), step, zero.
+    Clipping: ``max_grad_norm > 0`` scales the gradients down to that global norm when they exceed it;
+    ``max_grad_norm = 0`` (the default) turns clipping off, and the norm is still measured and returned.
+    (``clip_grad_norm_(params, 0)`` itself would zero every gradient: a copy of this step passes
+    ``max_grad_norm or float("inf")``, as below.)
+    Under DistributedDataParallel the gradients are all-reduced once, with the last micro-batch.
+    Returns ``[loss, mlm_loss, sentence_loss, grad_norm]`` as one tensor on the device.
+    """
+    A = len(micro_batches)
+    device = micro_batches[0]["input_ids"].device
+    losses = torch.zeros(3, device=device)  # loss, mlm_loss, sentence_loss: the mean over micro-batches
+    for i, batch in enumerate(micro_batches):
+        wait = A > 1 and i < A - 1 and hasattr(model, "no_sync")  # DDP: no all-reduce before the last one
+        with model.no_sync() if wait else nullcontext(), autocast(device, dtype):
+            out = compute_loss(model, batch)
+        (out.loss / A).backward()
+        sentence = out.sentence_loss if out.sentence_loss is not None else torch.zeros_like(out.loss)
+        losses += torch.stack([out.loss, out.mlm_loss, sentence]).detach().float() / A
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+    stats = torch.cat([losses, grad_norm.detach().float().view(1)])  # (4,)
+    if not bool(torch.isfinite(stats).all()):  # one device sync per step
+        optimizer.zero_grad(set_to_none=True)
+        what = "loss" if not math.isfinite(float(stats[0])) else "gradient norm"
+        value = float(stats[0] if what == "loss" else stats[3])
+        raise TrainingDiverged(f"The {what} became {value} (learning rate {optimizer.param_groups[0]['lr']:.3g})",
+                               what=what, value=value, lr=optimizer.param_groups[0]["lr"])
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. The pretraining loop
+# 2. What a run records, and its clock
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -339,7 +140,7 @@ class History:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict) -> History:
         return cls(**{k: d[k] for k in ("train", "eval", "checkpoint", "finished") if k in d})
 
     def last_eval(self, name: str = "gutenberg") -> dict | None:
@@ -369,27 +170,9 @@ class Clock:
         return bool(self.budget_s) and self.elapsed >= self.budget_s
 
 
-def build_model(preset, vocab_size: int):
-    """The model pretrained by notebook 05: ``BertForPreTraining`` sized by the preset, with the tokenizer's
-    vocabulary size (and no dropout when ``pretrain.dropout`` is off). Without a sentence objective the pooler and sentence head get no gradient, so they are
-    frozen (and left out of the optimizer)."""
-
-    objective = preset.pretrain.sentence_objective
-    config = dataclasses.replace(preset.model, vocab_size=vocab_size)
-    if not preset.pretrain.dropout:  # short budgets: every step must count, nothing to regularise yet
-        config = dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = BertForPreTraining(config,
-                               num_sentence_labels=max(2, num_sentence_labels(objective)))
-    if objective == "none":
-        for p in itertools.chain(model.bert.pooler.parameters(), model.sentence_classifier.parameters()):
-            p.requires_grad_(False)
-    return model
-
-
-def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
-    """One forward pass; MLM logits only at the masked positions (the loss is the same, the cost a
-    fraction). Returns the model output, whose ``loss`` is MLM + sentence loss."""
-    return model(**batch, masked_only=True)
+# ---------------------------------------------------------------------------------------------------------
+# 3. Several processes (torchrun): rank 0 first, one clock, mean losses
+# ---------------------------------------------------------------------------------------------------------
 
 
 def _init_distributed() -> tuple[int, int, int]:
@@ -422,37 +205,28 @@ def _rank0_first(world: int, rank: int, fn: Callable):
     return result
 
 
-def train_step(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
-               max_grad_norm: float = 0.0, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """One optimizer step, the whole of training (notebook 05 writes it inline and checks it against this).
+def _sync_clock(run: Run) -> None:
+    """Under torchrun every process follows rank 0's clock, so that all stop at the same step."""
+    if run.P.pretrain.time_budget_s and run.world > 1:
+        import torch.distributed as dist
 
-    For each micro-batch: forward (MLM logits at the masked positions only), loss, backward, each loss
-    divided by the number of micro-batches so that the gradients add up to their mean. Then clip the global
-    gradient norm, refuse non-finite numbers (``TrainingDiverged``, the weights untouched), step, zero.
-    Under DistributedDataParallel the gradients are all-reduced once, with the last micro-batch.
-    Returns ``[loss, mlm_loss, sentence_loss, grad_norm]`` as one tensor on the device.
-    """
-    A = len(micro_batches)
-    device = micro_batches[0]["input_ids"].device
-    losses = torch.zeros(3, device=device)  # loss, mlm_loss, sentence_loss: the mean over micro-batches
-    for i, batch in enumerate(micro_batches):
-        wait = A > 1 and i < A - 1 and hasattr(model, "no_sync")  # DDP: no all-reduce before the last one
-        with model.no_sync() if wait else nullcontext(), autocast(device, dtype):
-            out = compute_loss(model, batch)
-        (out.loss / A).backward()
-        sentence = out.sentence_loss if out.sentence_loss is not None else torch.zeros_like(out.loss)
-        losses += torch.stack([out.loss, out.mlm_loss, sentence]).detach().float() / A
-    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
-    stats = torch.cat([losses, grad_norm.detach().float().view(1)])  # (4,)
-    if not bool(torch.isfinite(stats).all()):  # one device sync per step
-        optimizer.zero_grad(set_to_none=True)
-        what = "loss" if not math.isfinite(float(stats[0])) else "gradient norm"
-        value = float(stats[0] if what == "loss" else stats[3])
-        raise TrainingDiverged(f"The {what} became {value} (learning rate {optimizer.param_groups[0]['lr']:.3g})",
-                               what=what, value=value, lr=optimizer.param_groups[0]["lr"])
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return stats
+        t = torch.tensor([run.clock.elapsed], dtype=torch.float64, device=run.device)
+        dist.broadcast(t, 0)
+        run.clock.elapsed = float(t)
+
+
+def _mean_over_processes(run: Run, stats: torch.Tensor) -> list[float]:
+    if run.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(stats[:3])  # the losses; the gradient norm is already the same everywhere
+        stats[:3] /= run.world
+    return stats.tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Starting or resuming a run
+# ---------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -526,9 +300,7 @@ def _training_objects(P, vocab_size: int, dev: torch.device, clock: Clock, init_
     torch.manual_seed(pc.seed)
     model = build_model(P, vocab_size).to(dev)
     if init_from is not None:  # continued pretraining (e.g. books, then reviews): weights only, fresh optimizer
-
-        folder = Path(init_from)
-        model.load_state_dict(read_weights_file(folder / "model.safetensors", _restart_advice(folder), device=dev))
+        model.load_state_dict(read_weights(Path(init_from), device=dev))
     optimizer = make_optimizer(model, pc.learning_rate, pc.weight_decay, pc.adam_betas)
     if clock.budget_s:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -568,12 +340,12 @@ def start_run(P, run_dir: Path, resume: bool = False, init_from: str | os.PathLi
     model, optimizer, scheduler = _training_objects(P, len(tok), dev, clock, init_from if saved is None else None)
     history, start = History(), 0
     if saved is not None:
-        model.load_state_dict(read_weights_file(ckpt / "model.safetensors", _restart_advice(ckpt), device=dev))
+        model.load_state_dict(read_weights(ckpt, device=dev))
         state = load_training_state(ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if len(state["rng"]) == world:
-            _set_rng_state(state["rng"][rank])
+            set_rng_state(state["rng"][rank])
         else:  # another number of processes: dropout streams restart from the step
             torch.manual_seed(example_seed(pc.seed, "dropout", rank, saved["step"]))
         history, start, clock.elapsed = History.from_dict(saved["history"]), saved["step"], saved["train_seconds"]
@@ -595,6 +367,11 @@ def start_run(P, run_dir: Path, resume: bool = False, init_from: str | os.PathLi
                scheduler=scheduler, clock=clock, history=history, start=start, dtype=autocast_dtype(pc.precision, dev),
                say=say, progress=progress, callback=callback, tracker=logs,
                init_from=str(init_from) if init_from is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Around the step: reporting, held-out scores, checkpoints, divergence
+# ---------------------------------------------------------------------------------------------------------
 
 
 def report(run: Run, record: dict) -> None:
@@ -634,12 +411,12 @@ def run_record(run: Run, step: int, finished: bool) -> dict:
 
 def checkpoint_run(run: Run, step: int, finished: bool) -> None:
     """Write the run's checkpoint (rank 0), with every process's random state."""
-    states = [_rng_state()]
+    states = [rng_state()]
     if run.world > 1:
         import torch.distributed as dist
 
         states = [None] * run.world
-        dist.all_gather_object(states, _rng_state())
+        dist.all_gather_object(states, rng_state())
     if run.main:
         run.history.checkpoint, run.history.finished = str(run.run_dir / CHECKPOINT), finished
         save_checkpoint(run.run_dir, run.model, run.tokenizer, run.optimizer, run.scheduler,
@@ -657,23 +434,9 @@ def _diverged(run: Run, step: int, err: TrainingDiverged) -> TrainingDiverged:
                             f"(pretrain.max_grad_norm), then resume or start again.")
 
 
-def _sync_clock(run: Run) -> None:
-    """Under torchrun every process follows rank 0's clock, so that all stop at the same step."""
-    if run.P.pretrain.time_budget_s and run.world > 1:
-        import torch.distributed as dist
-
-        t = torch.tensor([run.clock.elapsed], dtype=torch.float64, device=run.device)
-        dist.broadcast(t, 0)
-        run.clock.elapsed = float(t)
-
-
-def _mean_over_processes(run: Run, stats: torch.Tensor) -> list[float]:
-    if run.world > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(stats[:3])  # the losses; the gradient norm is already the same everywhere
-        stats[:3] /= run.world
-    return stats.tolist()
+# ---------------------------------------------------------------------------------------------------------
+# 6. The loop
+# ---------------------------------------------------------------------------------------------------------
 
 
 def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool = False,
@@ -693,9 +456,8 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
     weights and tokenizer with a fresh optimizer and schedule: continued, domain-adaptive pretraining.
     ``callback(record)`` receives every train and eval record (``record["kind"]``); so does ``tracker``
     ("tensorboard" or "wandb", see `bertbook.tracking`; ``tensorboard=True`` is short for the first),
-    which writes them under ``out_dir``. Under ``torchrun``
-    every process trains on its own micro-batches (DistributedDataParallel); rank 0 evaluates, logs and
-    writes checkpoints.
+    which writes them under ``out_dir``. Under ``torchrun`` every process trains on its own micro-batches
+    (DistributedDataParallel); rank 0 evaluates, logs and writes checkpoints.
     """
     from tqdm.auto import tqdm
 
@@ -771,27 +533,3 @@ def get_pretrained(preset=None) -> Path:
           f"(notebook 05 explains this step).")
     history = pretrain(P, run_dir, resume=True)
     return Path(history.checkpoint)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 5. Using the model: fill-mask
-# ---------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
-    """For every [MASK] in ``text``, the ``top_k`` most likely tokens and their probabilities (notebook 05)."""
-    if tokenizer.mask_token not in text:
-        raise ValueError(f"The text has no {tokenizer.mask_token}: write one where a word should be guessed, "
-                         f"e.g. 'It is a truth universally {tokenizer.mask_token}.'")
-    device = device_of(model)
-    enc = tokenizer(text, return_tensors="pt")
-    with eval_mode(model):
-        out = model(input_ids=enc["input_ids"].to(device), token_type_ids=enc["token_type_ids"].to(device))
-    where = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
-    probs = out.logits[0, where].float().softmax(-1)  # (M, V)
-    top = probs.topk(top_k, dim=-1)
-    return [[(tokenizer.convert_ids_to_tokens(i), float(p)) for i, p in zip(ids.tolist(), ps.tolist())]
-            for ids, ps in zip(top.indices, top.values)]
-
-

@@ -42,7 +42,7 @@ PROMPTS = [
 def pretrain_stage(out: Path) -> dict:
     import torch
 
-    from bertbook import corpus, train
+    from bertbook import corpus, evaluate, train, utils
     from bertbook.config import get_preset
     from bertbook.course import device, machine
     from bertbook.masking import MaskVocab
@@ -59,7 +59,7 @@ def pretrain_stage(out: Path) -> dict:
     cache = corpus.corpus_cache(P, tok, "train", progress=False)
     vocab = MaskVocab.from_tokenizer(tok)
     last = history.train[-1]
-    dtype = train.autocast_dtype(pc.precision, device())  # the run's own precision, as notebook 05 evaluates
+    dtype = utils.autocast_dtype(pc.precision, device())  # the run's own precision, as notebook 05 evaluates
     autocast = "bf16" if dtype else "fp32"
     result = {"preset": P.to_dict(), "machine": machine(), "autocast": autocast,
               "threads": torch.get_num_threads(), "steps": last["step"], "tokens": last["tokens"],
@@ -67,14 +67,14 @@ def pretrain_stage(out: Path) -> dict:
     for name in corpus.EVAL_SETS:
         batches = corpus.eval_batches(corpus.eval_text(name, P.data.eval_max_chars, P), tok, vocab, pc.seq_len,
                                       pc.batch_size, pc.eval_batches)
-        result["eval"][name] = {"model": train.evaluate_mlm(model, batches, device(), dtype),
-                                "unigram": train.unigram_baseline(cache.ids, batches, len(tok))}
+        result["eval"][name] = {"model": evaluate.evaluate_mlm(model, batches, device(), dtype),
+                                "unigram": evaluate.unigram_baseline(cache.ids, batches, len(tok))}
         result["curve"][name] = [(e["step"], e["accuracy"]) for e in history.eval if e["name"] == name]
         m, u = result["eval"][name]["model"], result["eval"][name]["unigram"]
         print(f"{name:>13}: MLM accuracy {m['accuracy']:.1%} (unigram {u['accuracy']:.1%}), loss {m['loss']:.3f} "
               f"(unigram {u['loss']:.3f})", flush=True)
     for text in PROMPTS:
-        guesses = train.fill_mask(model, tok, text, top_k=5)[0]
+        guesses = evaluate.fill_mask(model, tok, text, top_k=5)[0]
         result["fill_mask"][text] = guesses
         print(text, "->", ", ".join(f"{t} ({p:.2f})" for t, p in guesses), flush=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -83,7 +83,7 @@ def run_one(name: str, steps: int, eval_every: int) -> dict:
     """Pretrain row ``name`` for ``steps`` steps in this process; return its result row."""
     import torch
 
-    from bertbook import train
+    from bertbook import evaluate, train
     from bertbook.config import get_preset
     from bertbook.corpus import EVAL_SETS, corpus_cache, eval_batches, eval_text
     from bertbook.course import machine
@@ -115,7 +115,7 @@ def run_one(name: str, steps: int, eval_every: int) -> dict:
         last = history.last_eval(ev_name)
         text = eval_text(ev_name, P.data.eval_max_chars, P)
         batches = eval_batches(text, tok, vocab, P.pretrain.seq_len, P.pretrain.batch_size, P.pretrain.eval_batches)
-        base = train.unigram_baseline(cache.ids, batches, len(tok))
+        base = evaluate.unigram_baseline(cache.ids, batches, len(tok))
         curve = [(e["step"], round(e["accuracy"], 4)) for e in history.eval if e["name"] == ev_name]
         row["eval"][ev_name] = {"accuracy": last["accuracy"], "loss": last["loss"], "unigram_accuracy":
                                 base["accuracy"], "unigram_loss": base["loss"], "curve": curve}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertbook import train
+from bertbook import runstate, train
 from bertbook.config import get_preset
 
 COMMON = {"model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0,  # dropout off
@@ -36,7 +36,7 @@ def test_two_processes_match_one(artifacts, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1  # only rank 0 reports
-    run = train.read_run(tmp_path / "two" / "checkpoint")
+    run = runstate.read_run(tmp_path / "two" / "checkpoint")
     assert run["world_size"] == 2 and run["finished"] and run["tokens"] == 6 * 8 * 64
     assert [p.name for p in (tmp_path / "two").iterdir()] == ["checkpoint"]  # rank 0 alone writes
     # the same data, masks and mean gradients: the same losses and the same weights

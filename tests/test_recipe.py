@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertbook import data, hf, train
+from bertbook import data, hf, optim, train
 from bertbook import checkpoint as C
 from bertbook import model as M
 from bertbook.config import ConfigError, ModelConfig, get_preset
@@ -73,14 +73,14 @@ def test_layer_norm_position_is_validated():
 # ---------------------------------------------------------------------------------------- the triangle
 
 def test_triangle_schedule_starts_at_a_quarter_peaks_then_falls_to_zero():
-    f = lambda p: train.lr_factor(p, 0.75, "triangle")  # noqa: E731
+    f = lambda p: optim.lr_factor(p, 0.75, "triangle")  # noqa: E731
     assert f(0.0) == pytest.approx(0.25)
     assert f(0.375) == pytest.approx(0.625)
     assert f(0.75) == pytest.approx(1.0)
     assert f(0.875) == pytest.approx(0.5)
     assert f(1.0) == pytest.approx(0.0)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = train.make_scheduler(opt, warmup_steps=75, total_steps=100, kind="triangle")
+    sched = optim.make_scheduler(opt, warmup_steps=75, total_steps=100, kind="triangle")
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertbook import train
+from bertbook import evaluate, optim, runstate, train
 from bertbook.config import ConfigError, get_preset
 from bertbook.checkpoint import CheckpointError
 from bertbook.model import BertForPreTraining, BertForSequenceClassification
@@ -32,7 +32,7 @@ def P(tmp_path_factory):
 
 def test_param_groups_skip_biases_and_layernorm():
     model = BertForSequenceClassification(get_preset("ci").model)
-    groups = train.param_groups(model, 0.01)
+    groups = optim.param_groups(model, 0.01)
     decayed = {id(p) for p in groups[0]["params"]}
     assert groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0.0
     for name, p in model.named_parameters():
@@ -41,24 +41,24 @@ def test_param_groups_skip_biases_and_layernorm():
     assert norms and not any(id(p) in decayed for m in norms for p in m.parameters())
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     model.classifier.weight.requires_grad_(False)
-    assert sum(len(g["params"]) for g in train.param_groups(model, 0.01)) == len(list(model.parameters())) - 1
+    assert sum(len(g["params"]) for g in optim.param_groups(model, 0.01)) == len(list(model.parameters())) - 1
 
 
 def test_schedules():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    lin = train.make_scheduler(opt, warmup_steps=10, total_steps=110, kind="linear")
+    lin = optim.make_scheduler(opt, warmup_steps=10, total_steps=110, kind="linear")
     factors = [f(s) for s in range(111) for f in lin.lr_lambdas]
     assert factors[0] == 0.0 and factors[5] == pytest.approx(0.5) and factors[10] == pytest.approx(1.0)
     assert factors[60] == pytest.approx(0.5) and factors[110] == pytest.approx(0.0)
     assert all(a <= b for a, b in zip(factors[:10], factors[1:11]))  # warmup rises
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # decay falls
-    assert train.lr_factor(0.55, 0.1, "cosine") == pytest.approx(0.5)
-    assert train.lr_factor(0.9, 0.1, "constant") == 1.0
-    assert train.lr_factor(1.0, 0.1, "cosine") == pytest.approx(0.0)
+    assert optim.lr_factor(0.55, 0.1, "cosine") == pytest.approx(0.5)
+    assert optim.lr_factor(0.9, 0.1, "constant") == 1.0
+    assert optim.lr_factor(1.0, 0.1, "cosine") == pytest.approx(0.0)
     with pytest.raises(ValueError, match="cosine"):
-        train.make_scheduler(opt, 1, 10, kind="exponential")
+        optim.make_scheduler(opt, 1, 10, kind="exponential")
     with pytest.raises(ValueError, match="warmup_steps"):
-        train.make_scheduler(opt, 20, 10)
+        optim.make_scheduler(opt, 20, 10)
 
 
 def test_resume_continues_the_same_curve(P, tmp_path):
@@ -66,9 +66,9 @@ def test_resume_continues_the_same_curve(P, tmp_path):
     assert full.finished and [r["step"] for r in full.train] == list(range(1, 9))
     half = train.pretrain(P, tmp_path / "split", stop_after=4, progress=False, verbose=False)
     assert not half.finished and len(half.train) == 4
-    assert train.read_run(tmp_path / "split" / "checkpoint")["step"] == 4
+    assert runstate.read_run(tmp_path / "split" / "checkpoint")["step"] == 4
     # the optimizer, scheduler and random states load without unpickling any Python object
-    state = torch.load(tmp_path / "split" / "checkpoint" / train.STATE_FILE, weights_only=True)
+    state = torch.load(tmp_path / "split" / "checkpoint" / runstate.STATE_FILE, weights_only=True)
     assert set(state) == {"optimizer", "scheduler", "rng"} and state["optimizer"]["state"]
     resumed = train.pretrain(P, tmp_path / "split", resume=True, progress=False, verbose=False)
     assert resumed.finished
@@ -102,9 +102,9 @@ def test_random_states_round_trip_through_a_weights_only_file(tmp_path):
     def draws():
         return random.random(), random.gauss(0, 1), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()
 
-    torch.save(train._rng_state(), tmp_path / "rng.pt")
+    torch.save(runstate.rng_state(), tmp_path / "rng.pt")
     expected = draws()
-    train._set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    runstate.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert draws() == expected
 
 
@@ -127,12 +127,12 @@ def test_a_damaged_checkpoint_is_named_and_never_unpickled(P, tmp_path, capsys):
         torch.save(obj, buffer)
         return lambda b: buffer.getvalue()
 
-    cases = [(train.STATE_FILE, half, r"not a readable torch file"),
-             (train.STATE_FILE, saved({"rng": Payload()}), "only unpickling could read"),
-             (train.STATE_FILE, saved({"rng": [{"numpy": np.random.get_state()}]}), "only unpickling"),  # old style
-             (train.STATE_FILE, None, "is missing"),
+    cases = [(runstate.STATE_FILE, half, r"not a readable torch file"),
+             (runstate.STATE_FILE, saved({"rng": Payload()}), "only unpickling could read"),
+             (runstate.STATE_FILE, saved({"rng": [{"numpy": np.random.get_state()}]}), "only unpickling"),  # old style
+             (runstate.STATE_FILE, None, "is missing"),
              ("model.safetensors", half, r"not a readable safetensors file: SafetensorError"),
-             (train.RUN_FILE, lambda b: b[:-40], "not valid JSON")]
+             (runstate.RUN_FILE, lambda b: b[:-40], "not valid JSON")]
     for i, (name, damage, problem) in enumerate(cases):
         run = tmp_path / f"damaged{i}"
         shutil.copytree(good.parent, run)
@@ -149,7 +149,7 @@ def test_a_damaged_checkpoint_is_named_and_never_unpickled(P, tmp_path, capsys):
                                                                                   for k, v in SMALL.items()]
     assert cli.cli_pretrain(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and f"{train.RUN_FILE} is damaged" in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and f"{runstate.RUN_FILE} is damaged" in err
 
 
 def test_checkpoint_from_another_config_is_refused(P, tmp_path):
@@ -166,14 +166,14 @@ def test_settings_outside_pretraining_do_not_block_a_resume(P, tmp_path):
     """Fine-tuning settings, or a group a later version of the course adds, are not part of what pretraining
     computed: a checkpoint saved without them still resumes."""
     train.pretrain(P, tmp_path / "run", stop_after=4, progress=False, verbose=False)
-    state = tmp_path / "run" / train.CHECKPOINT / train.RUN_FILE
+    state = tmp_path / "run" / runstate.CHECKPOINT / runstate.RUN_FILE
     saved = json.loads(state.read_text())
     saved["preset"]["finetune"]["learning_rate"] = 0.5
     saved["preset"]["a_later_notebook"] = {"rank": 8}
     state.write_text(json.dumps(saved))
     history = train.pretrain(P, tmp_path / "run", resume=True, progress=False, verbose=False)
     assert history.finished
-    assert train.pretraining_settings(saved["preset"]) == train.pretraining_settings(P.to_dict())
+    assert runstate.pretraining_settings(saved["preset"]) == runstate.pretraining_settings(P.to_dict())
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(P, tmp_path, monkeypatch):
@@ -191,7 +191,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(P, tmp_path, m
     run = tmp_path / "nan"
     with pytest.raises(train.TrainingDiverged, match=r"loss became nan at step 6.*checkpoint.*\(step 4\)"):
         train.pretrain(P, run, progress=False, verbose=False)
-    saved = train.read_run(run / "checkpoint")
+    saved = runstate.read_run(run / "checkpoint")
     assert saved["step"] == 4 and not saved["finished"]
     weights = load_file(str(run / "checkpoint" / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
@@ -210,7 +210,7 @@ def test_time_budget(P, tmp_path):
     lrs = [r["lr"] for r in h.train]
     peak = P.pretrain.learning_rate
     assert max(lrs) <= peak and lrs[-1] < 0.5 * peak  # the schedule followed the clock down
-    assert train.read_run(tmp_path / "t" / "checkpoint")["time_budget_s"] == 1.5
+    assert runstate.read_run(tmp_path / "t" / "checkpoint")["time_budget_s"] == 1.5
 
 
 def test_get_pretrained_and_fill_mask(P, monkeypatch, capsys):
@@ -218,17 +218,17 @@ def test_get_pretrained_and_fill_mask(P, monkeypatch, capsys):
     ci = get_preset("ci")
     folder = train.get_pretrained(ci)
     assert "notebook 05" in capsys.readouterr().out
-    assert (folder / "model.safetensors").is_file() and train.read_run(folder)["finished"]
+    assert (folder / "model.safetensors").is_file() and runstate.read_run(folder)["finished"]
     assert train.get_pretrained(ci) == folder  # found, not retrained
     assert "pretraining now" not in capsys.readouterr().out
     from bertbook.tokenizer import get_tokenizer
 
     model, tok = BertForPreTraining.from_pretrained(folder), get_tokenizer(ci)
-    guesses = train.fill_mask(model, tok, "it is a truth universally [MASK] that a [MASK] man", top_k=3)
+    guesses = evaluate.fill_mask(model, tok, "it is a truth universally [MASK] that a [MASK] man", top_k=3)
     assert len(guesses) == 2 and all(len(g) == 3 for g in guesses)
     assert all(0 <= p <= 1 for g in guesses for _, p in g) and guesses[0][0][1] >= guesses[0][1][1]
     with pytest.raises(ValueError, match=r"\[MASK\]"):
-        train.fill_mask(model, tok, "no mask here")
+        evaluate.fill_mask(model, tok, "no mask here")
 
 
 def test_experiments_and_panel_logic(P):
@@ -300,7 +300,7 @@ def test_unigram_baseline_is_a_context_free_model_scored_like_evaluate():
     labels[0, 1], labels[0, 3], labels[1, 0], labels[1, 2] = 5, 7, 9, 5
     batches = [{"input_ids": torch.zeros(2, 4, dtype=torch.long), "token_type_ids": torch.zeros(2, 4, dtype=torch.long),
                 "labels": labels}]
-    got = train.unigram_baseline(train_ids, batches, vocab_size=12)
+    got = evaluate.unigram_baseline(train_ids, batches, vocab_size=12)
     p = {5: 7 / 22, 7: 4 / 22, 9: 2 / 22}
     want = -(2 * math.log(p[5]) + math.log(p[7]) + math.log(p[9])) / 4
     assert got["tokens"] == 4 and got["accuracy"] == 0.5 and got["loss"] == pytest.approx(want)
@@ -310,7 +310,7 @@ def test_unigram_baseline_is_a_context_free_model_scored_like_evaluate():
             log_p = torch.log((torch.bincount(torch.tensor(train_ids), minlength=12).float() + 1) / 22)
             return type("Out", (), {"logits": log_p.expand(int((labels != -100).sum()), 12)})
 
-    ev = train.evaluate_mlm(ContextFree(), batches)
+    ev = evaluate.evaluate_mlm(ContextFree(), batches)
     assert ev["loss"] == pytest.approx(got["loss"], rel=1e-6) and ev["accuracy"] == got["accuracy"]
 
 
@@ -329,8 +329,8 @@ def test_train_step_equals_the_loop_written_out():
         labels = torch.full_like(ids, -100)
         labels[:, ::4] = ids[:, ::4]
         micro.append({"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "labels": labels})
-    opt_a = train.make_optimizer(a, 1e-3, 0.01)
-    opt_b = train.make_optimizer(b, 1e-3, 0.01)
+    opt_a = optim.make_optimizer(a, 1e-3, 0.01)
+    opt_b = optim.make_optimizer(b, 1e-3, 0.01)
     stats = train.train_step(a, micro, opt_a, max_grad_norm=0.5)
     losses = []
     for batch in micro:
@@ -350,12 +350,36 @@ def test_init_from_continues_from_a_checkpoint_with_a_fresh_schedule(P, tmp_path
     first = train.pretrain(P, tmp_path / "books", progress=False, verbose=False)
     ckpt = tmp_path / "books" / "checkpoint"
     then = train.pretrain(P, tmp_path / "then", progress=False, verbose=False, init_from=ckpt)
-    assert then.finished and train.read_run(tmp_path / "then" / "checkpoint")["init_from"] == str(ckpt)
+    assert then.finished and runstate.read_run(tmp_path / "then" / "checkpoint")["init_from"] == str(ckpt)
     assert then.train[0]["lr"] == first.train[0]["lr"]  # a fresh schedule
     # it starts from the checkpoint's weights, not from a fresh initialisation
     run = train.start_run(P, tmp_path / "fresh", init_from=ckpt, verbose=False, progress=False)
     saved = load_file(str(ckpt / "model.safetensors"))
     assert all(torch.equal(v, saved[k]) for k, v in run.model.state_dict().items())
-    assert run.tokenizer_hash == train.read_run(ckpt)["tokenizer"]
+    assert run.tokenizer_hash == runstate.read_run(ckpt)["tokenizer"]
     resumed = train.pretrain(P, tmp_path / "then", resume=True, progress=False, verbose=False, init_from=ckpt)
     assert resumed.finished
+
+
+def test_train_step_without_clipping_when_max_grad_norm_is_zero():
+    """max_grad_norm=0 turns clipping off (torch's clip_grad_norm_(params, 0) would zero every gradient): the
+    step equals a plain backward and step, and the unclipped norm is still returned."""
+    P = get_preset("ci")
+    torch.manual_seed(0)
+    a = train.build_model(P, P.model.vocab_size).eval()
+    b = train.build_model(P, P.model.vocab_size).eval()
+    b.load_state_dict(a.state_dict())
+    ids = torch.randint(5, P.model.vocab_size, (3, 16), generator=torch.Generator().manual_seed(1))
+    labels = torch.full_like(ids, -100)
+    labels[:, ::4] = ids[:, ::4]
+    batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "labels": labels}
+    opt_a, opt_b = optim.make_optimizer(a, 1e-3, 0.01), optim.make_optimizer(b, 1e-3, 0.01)
+    before = [p.detach().clone() for p in a.parameters()]
+    stats = train.train_step(a, [batch], opt_a, max_grad_norm=0.0)
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), before))  # the step moved the weights
+    b(**batch, masked_only=True).loss.backward()
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in b.parameters() if p.grad is not None]))
+    opt_b.step()
+    torch.testing.assert_close(stats[3], norm)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, msg=name)
