@@ -71,7 +71,7 @@ def _megabytes(n: int) -> str:
 
 def cli_data(argv: list[str]) -> int:
     """``python -m bertbook data``: list the datasets, where each was found, verify every checksum."""
-    from . import data, paths
+    from . import paths, registry
 
     parser = argparse.ArgumentParser(prog="python -m bertbook data",
                                      description="List the datasets, where each was found, and verify every "
@@ -83,21 +83,21 @@ def cli_data(argv: list[str]) -> int:
     parser.add_argument("--force", action="store_true", help="with --download: fetch even if a copy is intact")
     args = parser.parse_args(argv)
 
-    wanted = data.names() if "all" in args.download else args.download
+    wanted = registry.names() if "all" in args.download else args.download
     for name in wanted:
-        if name not in data.names():
-            parser.error(f"unknown dataset {name!r}; choose from {', '.join(data.names())} or 'all'")
+        if name not in registry.names():
+            parser.error(f"unknown dataset {name!r}; choose from {', '.join(registry.names())} or 'all'")
     for name in wanted:
         print(f"downloading {name} into {paths.cache_dir()} ...", flush=True)
         try:
-            folder = data.download(name, force=args.force)
-        except data.DataError as err:
+            folder = registry.download(name, force=args.force)
+        except registry.DataError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"  {name}: verified, in {folder}")
 
     t0 = time.perf_counter()
-    rows = data.status(full=True)
+    rows = registry.status(full=True)
     seconds = time.perf_counter() - t0
     bad = [r for r in rows if r["state"] != "ok"]
     if args.json:
@@ -108,10 +108,10 @@ def cli_data(argv: list[str]) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'dataset':<{width}}  {'state':<9}  {'files':>5}  {'size':>8}  found in")
     for r in rows:
-        total = len(r["ok"]) + len(r["missing"]) + len(r["corrupt"]) or len(data.info(r["name"])["files"])
+        total = len(r["ok"]) + len(r["missing"]) + len(r["corrupt"]) or len(registry.info(r["name"])["files"])
         print(f"{r['name']:<{width}}  {r['state']:<9}  {len(r['ok']):>2}/{total:<2}  "
               f"{_megabytes(r['bytes']):>8}  {r['where'] or '-'}")
-    print(f"\nLookup order (the first folder holding a dataset wins):\n{data.lookup_text()}")
+    print(f"\nLookup order (the first folder holding a dataset wins):\n{registry.lookup_text()}")
     if not bad:
         print(f"\nAll {len(rows)} datasets present and verified (SHA-256 of every file) in {seconds:.1f} s.")
         return 0
@@ -120,7 +120,7 @@ def cli_data(argv: list[str]) -> int:
         for problem in r["problems"]:
             print(f"  {problem}", file=sys.stderr)
     for r in bad:
-        print(f"\n{r['name']}: {data.fix_text(r['name'])}", file=sys.stderr)
+        print(f"\n{r['name']}: {registry.fix_text(r['name'])}", file=sys.stderr)
     return 1
 
 

@@ -33,6 +33,14 @@ __all__ = [
     "preset_name",
 ]
 
+# The pretraining corpora (their files are described in bertbook.data)
+CORPORA = ("gutenberg-small", "gutenberg-large")
+# Pretraining text made from a labelled dataset, labels dropped: IMDB's training reviews without the 2,500
+# carved off for validation (the "validation" split of this corpus); the test reviews are never used.
+REVIEWS = "imdb-reviews"
+# What data.corpus may name: one corpus, or several joined with "+" (their chunks interleaved)
+CORPUS_CHOICES = (*CORPORA, REVIEWS, "gutenberg-small+imdb-reviews", "gutenberg-large+imdb-reviews")
+
 
 SCHEDULES = ("linear", "cosine", "constant", "triangle")  # learning-rate shapes (train.lr_factor)
 
@@ -223,7 +231,7 @@ class DataConfig:
     """Which slice of which dataset a preset uses."""
 
     # pretraining corpus: 'gutenberg-small', 'gutenberg-large', 'imdb-reviews' (IMDB's training reviews,
-    # labels dropped) or two joined with '+', e.g. 'gutenberg-small+imdb-reviews' (see data.CORPUS_CHOICES)
+    # labels dropped) or two joined with '+', e.g. 'gutenberg-small+imdb-reviews' (see CORPUS_CHOICES)
     corpus: str = "gutenberg-small"
     corpus_max_chars: int = 0  # use only the first N characters of the training text (0 = all)
     large_shards: int = 10  # shards of gutenberg-large to use (1..10)
@@ -232,8 +240,6 @@ class DataConfig:
     min_frequency: int = 2  # WordPiece: a piece must occur this often to enter the vocabulary
 
     def __post_init__(self) -> None:
-        from .data import CORPUS_CHOICES
-
         _check(self.corpus in CORPUS_CHOICES,
                f"data.corpus must be one of {', '.join(CORPUS_CHOICES)}, got {self.corpus!r}.")
         for name in ("corpus_max_chars", "tokenizer_train_chars", "eval_max_chars"):

@@ -24,11 +24,13 @@ reproducible. *Whole-word masking* chooses words instead of word pieces: a word 
 Each is a plain classification with cross-entropy (:func:`sentence_loss`). Batches use the
 Hugging Face keys ``input_ids``, ``token_type_ids``, ``labels`` (-100 = not predicted) and
 ``sentence_label``.
+
+Seeing masking on one text (``mask_preview``, the chosen tokens in colour) is in :mod:`bertbook.views`; the
+mask-rate widget is ``widgets.mask_widget``.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 from dataclasses import dataclass
@@ -54,7 +56,7 @@ __all__ = [
     "assemble",
     "sentence_loss",
     "mlm_loss",
-    "mask_preview",
+    "check_mask_prob",
 ]
 
 IGNORE_INDEX = -100  # label of a position the loss skips (the convention of torch and transformers)
@@ -106,7 +108,8 @@ class MaskVocab:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _check_rate(mask_prob: float) -> None:
+def check_mask_prob(mask_prob: float) -> None:
+    """Raise ValueError unless ``mask_prob`` is a fraction strictly between 0 and 1 (BERT uses 0.15)."""
     if not (isinstance(mask_prob, (int, float)) and 0.0 < mask_prob < 1.0):
         raise ValueError(f"mask_prob must be a fraction between 0 and 1 (BERT uses 0.15), got {mask_prob!r}.")
 
@@ -119,7 +122,7 @@ def choose_positions(input_ids: torch.Tensor, vocab: MaskVocab, mask_prob: float
     ``mask_prob``, so a fraction ``mask_prob`` of the tokens is chosen on average. Special tokens and
     padding never are.
     """
-    _check_rate(mask_prob)
+    check_mask_prob(mask_prob)
     special = vocab.special.to(input_ids.device)[input_ids]  # (B, T) bool
     draw = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)  # (B, T) uniform
     if not whole_word:
@@ -229,63 +232,3 @@ def sentence_loss(sentence_logits: torch.Tensor, sentence_label: torch.Tensor) -
     """Cross-entropy over the sentence classes (notebook 04): two classes for nsp/sop, k! for msc, where
     it is exactly the article's -log p(pi) averaged over the batch. ``sentence_logits`` is (B, C)."""
     return F.cross_entropy(sentence_logits, sentence_label)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 4. Seeing it: a text preview (the mask-rate widget is widgets.mask_widget)
-# ---------------------------------------------------------------------------------------------------------
-
-
-MAX_SEED = 2**32 - 1  # the widget's seeds: 0 .. 4,294,967,295, as NumPy allows
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"The seed must be a whole number from 0 to {MAX_SEED:,} (2**32 - 1); got {seed!r}. "
-                         f"Any number in that range gives its own masks, the same ones every time.")
-    return seed
-
-
-def mask_preview(text: str, tokenizer, mask_prob: float = 0.15, whole_word: bool = False, seed: int = 0,
-                 html_output: bool = False) -> dict:
-    """Mask one text and describe the result (the logic behind :func:`mask_widget`, notebook 04).
-
-    Returns ``{"tokens", "masked", "kind", "n_tokens", "n_chosen", "text"}`` where ``kind[i]`` is
-    ``"mask"``, ``"random"``, ``"kept"`` (chosen but unchanged) or ``""``. ``text`` shows chosen tokens as
-    ``[MASK]``, ``~random~`` or ``_kept_`` (HTML with colours when ``html_output``).
-    """
-    _check_rate(mask_prob)
-    _check_seed(seed)
-    vocab = MaskVocab.from_tokenizer(tokenizer)
-    # verbose=False: a long text is fine here (it is masked, never fed to a model), so no length warning
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]],
-                       dtype=torch.long)  # (1, T)
-    if ids.shape[1] == 0:
-        raise ValueError("The text is empty: type a sentence to mask.")
-    g = torch.Generator().manual_seed(seed)
-    corrupted, labels = mask_tokens(ids, vocab, mask_prob, whole_word, g)
-    tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())
-    masked = tokenizer.convert_ids_to_tokens(corrupted[0].tolist())
-    kind = []
-    for orig, new, lab in zip(ids[0].tolist(), corrupted[0].tolist(), labels[0].tolist()):
-        kind.append("" if lab == IGNORE_INDEX else "mask" if new == vocab.mask_token_id
-                    else "kept" if new == orig else "random")
-    colours = {"mask": "#d62728", "random": "#ff7f0e", "kept": "#2ca02c"}
-    pieces = []
-    for tok, new, k in zip(tokens, masked, kind):
-        shown = {"mask": "[MASK]", "random": f"~{new}~", "kept": f"_{tok}_", "": tok}[k]
-        if html_output:
-            shown = html.escape(shown)
-            if k:
-                shown = (f"<b style='color:{colours[k]}' title='original: {html.escape(tok)}'>"
-                         f"{shown}</b>")
-        pieces.append(shown)
-    sep = " "
-    return {"tokens": tokens, "masked": masked, "kind": kind, "n_tokens": len(tokens),
-            "n_chosen": sum(1 for k in kind if k), "text": sep.join(pieces)}
-
-
-
-
-
-

@@ -13,26 +13,33 @@ answer's start and as its end (Devlin et al. 2019, section 4.2). Read top to bot
    paragraph; a window where the answer is not scores [CLS] as start and end;
 4. the official metrics: exact match and F1 over the answer's words, after SQuAD's normalisation, the best
    over the reference answers (the official ``evaluate-v1.1.py``);
-5. the baseline: the sentence sharing the most words with the question, and its best-matching span.
+5. the baseline: the sentence sharing the most words with the question, and its best-matching span; and
+   asking a question of a trained model (:func:`predict`). The answer shown highlighted in its paragraph is
+   ``views.answer_html``.
 """
 
 from __future__ import annotations
 
 import collections
+import random
 import re
 import string
+import time
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import data
 from .config import Preset
 from .model import ModelOutput
+from .registry import DataError
+from .utils import device_of, eval_mode
 
 __all__ = ["squad_splits", "task_data", "prepare", "make_head", "SpanHead", "windows", "featurize",
            "best_span", "answer", "normalize_answer", "exact_match", "f1_score", "squad_scores", "evaluate",
-           "overlap_answer", "overlap_row", "predict", "answer_html"]
+           "overlap_answer", "overlap_row", "predict"]
 
 TEST_ARTICLES = 10  # of the dev set's 48 articles, held out for testing when the train set is absent
 VALIDATION_ARTICLES = 4  # ... and for choosing the epoch
@@ -56,16 +63,12 @@ def squad_splits(seed: int = 0, use_train: bool | None = None) -> dict[str, Any]
     SQuAD dev numbers. With ``train-v1.1.json`` present (``use_train=None`` looks for it): training uses the
     official training set minus 20 articles kept for validation, and the test is the whole dev set.
     """
-    import random
-
-    from . import data
-
     dev = data.load_squad("dev")
     train_articles = None
     if use_train is not False:
         try:
             train_articles = data.load_squad("train")
-        except data.DataError:
+        except DataError:
             if use_train:
                 raise
     rng = random.Random(seed)
@@ -201,7 +204,6 @@ def _window_logits(model: nn.Module, feats: Sequence[dict], pad_id: int, batch_s
     """Start and end logits ``(T, 2)`` of every window, in the order of ``feats``."""
     from .finetune import batch_order
     from .tasks import pad_features, to_device
-    from .utils import device_of, eval_mode
 
     out: list = [None] * len(feats)
     with eval_mode(model):
@@ -332,8 +334,6 @@ def overlap_answer(question: str, context: str, max_words: int = 5) -> str:
 
 def overlap_row(P: Preset, splits: dict | None = None) -> dict:
     """The baseline's row on the preset's test questions (it needs no training)."""
-    import time
-
     from .course import machine
 
     splits = splits or task_data(P)
@@ -352,19 +352,9 @@ def predict(model: nn.Module, tokenizer, info: dict, context: str, question: str
         raise ValueError("The paragraph is empty: paste the text that should contain the answer.")
     if not question or not question.strip():
         raise ValueError("The question is empty: ask something about the paragraph.")
-    feats = windows(tokenizer, question, context, info["max_length"], info["stride"], info.get("max_question_tokens", 64))
+    feats = windows(tokenizer, question, context, info["max_length"], info["stride"],
+                    info.get("max_question_tokens", 64))
     logits = _window_logits(model, feats, tokenizer.pad_token_id or 0)
     best = answer(feats, logits, context, info["max_answer_tokens"])
     nulls = [float(lg[0, 0] + lg[0, 1]) for lg in logits]
     return {**best, "answered": bool(best["text"]) and best["score"] > min(nulls), "windows": len(feats)}
-
-
-def answer_html(context: str, result: dict) -> str:
-    """The paragraph with the answer highlighted and its score."""
-    import html
-
-    a, b = result["start"], result["end"]
-    colour = "#c7e9c0" if result.get("answered", True) else "#fdd0a2"
-    return ('<div style="line-height: 1.7; font-family: sans-serif">' + html.escape(context[:a])
-            + f'<span style="background: {colour}; padding: 1px 3px; border-radius: 3px" title="score '
-              f'{result["score"]:.2f}">' + html.escape(context[a:b]) + "</span>" + html.escape(context[b:]) + "</div>")

@@ -12,7 +12,7 @@
     notebook 08  entity_highlighter   type a text, see its entities highlighted with their types
                  answer_finder        paste a paragraph, ask a question, see the answer and its score
 
-Each panel only wires widgets to plain functions of the concept modules (``masking.mask_preview``,
+Each panel only wires widgets to plain functions of the other modules (``views.mask_preview``,
 ``finetune.describe``, ``experiments.run_experiment``, ...), which the tests call directly. ipywidgets,
 matplotlib and IPython are imported inside the panels, so importing this module does not load them.
 """
@@ -27,15 +27,15 @@ from typing import Any, Sequence
 
 import torch
 
+from .attention_maps import AttentionData, attention_data, classify_heads, cls_rows, head_scores, head_stats
 from .config import ConfigError
 from .course import size_text
 from .experiments import plot_runs, run_experiment
 from .finetune import describe
-from .masking import MAX_SEED, mask_preview
 from .tokenizer import explorer_rows
 from .train import History
-from .viz import (AttentionData, attention_data, classify_heads, cls_rows, head_scores, head_stats, plot_head,
-                  readable_labels)
+from .views import MAX_SEED, answer_html, mask_legend, mask_preview
+from .viz import plot_head, readable_labels
 
 __all__ = ["size_panel", "tokenizer_explorer", "mask_widget", "live_plot", "experiment_panel", "try_it",
            "check_selection", "head_summary", "ExplorerState", "AttentionExplorer", "attention_explorer"]
@@ -266,8 +266,7 @@ def mask_widget(tokenizer, text: str, mask_prob: float = 0.15):
                 print(exc)
                 return
             display(HTML(f"<p>{r['n_chosen']} of {r['n_tokens']} tokens chosen "
-                         f"({r['n_chosen'] / r['n_tokens']:.0%}); <b style='color:#d62728'>[MASK]</b>, "
-                         f"<b style='color:#ff7f0e'>~random~</b>, <b style='color:#2ca02c'>_kept_</b></p>"
+                         f"({r['n_chosen'] / r['n_tokens']:.0%}); {mask_legend()}</p>"
                          f"<p style='line-height:1.8'>{r['text']}</p>"))
 
     for w in (rate, strategy, seed, box):
@@ -494,7 +493,7 @@ def answer_finder(model: torch.nn.Module, tokenizer, info: dict, context: str, q
     """Paste a paragraph, ask a question: the answer is highlighted with its score (`qa.predict`)."""
     import ipywidgets as W
 
-    from .qa import answer_html, predict
+    from .qa import predict
 
     paragraph = W.Textarea(value=context, layout=W.Layout(width="95%", height="110px"), continuous_update=False)
     ask = W.Text(value=question, layout=W.Layout(width="95%"), continuous_update=False)

@@ -54,7 +54,7 @@ CARRY_FILES = {  # dataset folder -> files the check reads (shards are added by 
 def prepare_carry(dest: Path, shards: int) -> int:
     """Copy what the check needs from the local data folders into ``dest`` (which git must ignore)."""
     sys.path.insert(0, str(ROOT))
-    from bertbook import data
+    from bertbook import registry
 
     dest = (dest if dest.is_absolute() else ROOT / dest).resolve()
     inside = dest.is_relative_to(ROOT)
@@ -69,7 +69,7 @@ def prepare_carry(dest: Path, shards: int) -> int:
     for folder, names in CARRY_FILES.items():
         dataset = {"gutenberg/large": "gutenberg-large", "imdb": "imdb", "rotten-tomatoes": "rotten-tomatoes",
                    "wikitext-2/tokenized": "wikitext-2"}[folder]
-        src = data.find(dataset)
+        src = registry.find(dataset)
         if folder.startswith("wikitext-2/"):
             src = src / "tokenized"
         if folder == "gutenberg/large":

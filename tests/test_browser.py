@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from bertbook import viz
+from bertbook import attention_maps, views
 from bertbook.config import get_preset
 from bertbook.paths import project_root
 
@@ -91,10 +91,10 @@ def test_saved_views_render_offline(tmp_path):
     tokens = ["[CLS]", "the", "cat", "sat", "[SEP]", "it", "purred", "[SEP]"]
     g = torch.Generator().manual_seed(0)
     a = torch.randn(2, 3, 8, 8, generator=g).softmax(-1)  # (L, H, T, T)
-    data = viz.AttentionData(tokens=tokens, attentions=a, sentence_b_start=5, queries=torch.randn(2, 3, 8, 4),
-                             keys=torch.randn(2, 3, 8, 4), name="random")
-    page_path = viz.save_html([viz.head_view(data), viz.model_view(data), viz.neuron_view(data),
-                               viz.head_view(data, layer=1)], tmp_path / "views.html")
+    data = attention_maps.AttentionData(tokens=tokens, attentions=a, sentence_b_start=5,
+                                        queries=torch.randn(2, 3, 8, 4), keys=torch.randn(2, 3, 8, 4), name="random")
+    page_path = views.save_html([views.head_view(data), views.model_view(data), views.neuron_view(data),
+                                 views.head_view(data, layer=1)], tmp_path / "views.html")
     firewall = Firewall()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

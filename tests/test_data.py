@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bertbook import data, paths
+from bertbook import data, paths, registry
 from bertbook import cli
 
 
@@ -28,8 +28,8 @@ def imdb():
 
 def copy_dataset(name: str, root: Path) -> Path:
     """A private, writable copy of a small dataset under ``root`` (same layout as a data folder)."""
-    src = data.find(name)
-    dest = root / data.info(name)["folder"]
+    src = registry.find(name)
+    dest = root / registry.info(name)["folder"]
     shutil.copytree(src, dest)
     for f in dest.rglob("*"):
         f.chmod(0o644 if f.is_file() else 0o755)
@@ -49,16 +49,16 @@ def private_data(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------ manifest
 
 def test_manifest_lists_every_dataset_with_licence_citation_and_checksums():
-    assert data.names() == ["gutenberg-small", "gutenberg-large", "imdb", "sst2", "rotten-tomatoes",
+    assert registry.names() == ["gutenberg-small", "gutenberg-large", "imdb", "sst2", "rotten-tomatoes",
                             "wikitext-2", "wikiann-en", "wnut17", "semeval2010-task8", "squad-v1.1"]
-    for name in data.names():
-        entry = data.info(name)
+    for name in registry.names():
+        entry = registry.info(name)
         for key in ("folder", "description", "licence", "citation", "home", "files", "source"):
             assert entry[key], (name, key)
         for rel, f in entry["files"].items():
             assert len(f["sha256"]) == 64 and f["size"] > 0, (name, rel)
     with pytest.raises(ValueError, match="Known datasets"):
-        data.info("mnist")
+        registry.info("mnist")
 
 
 def test_manifest_agrees_with_the_shared_sha256sums():
@@ -66,8 +66,8 @@ def test_manifest_agrees_with_the_shared_sha256sums():
     if not sums_file.exists():
         pytest.skip("no ../shared/data on this machine")
     sums = {p.removeprefix("./"): h for h, p in (line.split(None, 1) for line in sums_file.read_text().splitlines())}
-    for name in data.names():
-        entry = data.info(name)
+    for name in registry.names():
+        entry = registry.info(name)
         for rel, f in entry["files"].items():
             assert sums[f"{entry['folder']}/{rel}"] == f["sha256"]
 
@@ -128,7 +128,7 @@ def test_imdb_counts_balance_and_validation(imdb):
     assert labels(imdb["test"][:200]).keys() == {0, 1}  # shuffled: a prefix holds both classes
     assert sum("<br />" in x["text"] for x in imdb["train"]) > 10_000  # raw reviews keep their tags
     # train and validation partition the original 25,000 training reviews
-    with gzip.open(data.find("imdb") / "train.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(registry.find("imdb") / "train.jsonl.gz", "rt", encoding="utf-8") as f:
         original = Counter(json.loads(line)["text"] for line in f)
     assert Counter(x["text"] for x in imdb["train"]) + Counter(x["text"] for x in imdb["validation"]) == original
 
@@ -206,36 +206,37 @@ def test_wikitext2():
 
 def test_lookup_order_prefers_bertbook_data_dir(private_data):
     copy = copy_dataset("wnut17", private_data)
-    assert data.find("wnut17") == copy
-    assert data.find("sst2") != private_data / "sst2"  # not in the private folder: found further down
+    assert registry.find("wnut17") == copy
+    assert registry.find("sst2") != private_data / "sst2"  # not in the private folder: found further down
 
 
 def test_missing_file_names_file_checksum_and_fix(private_data):
     copy = copy_dataset("wnut17", private_data)
     (copy / "emerging.dev.conll").unlink()
-    with pytest.raises(data.DataError) as err:
+    with pytest.raises(registry.DataError) as err:
         data.load_ner("wnut17")
     message = str(err.value)
     assert err.value.problem == "missing" and isinstance(err.value, RuntimeError)
-    assert "emerging.dev.conll" in message and data.info("wnut17")["files"]["emerging.dev.conll"]["sha256"] in message
+    expected = registry.info("wnut17")["files"]["emerging.dev.conll"]["sha256"]
+    assert "emerging.dev.conll" in message and expected in message
     assert "BERTBOOK_DATA_DIR" in message and "python -m bertbook data --download wnut17" in message
 
 
 def test_truncated_and_corrupted_files(private_data):
     copy = copy_dataset("wnut17", private_data)
-    expected = data.info("wnut17")["files"]["wnut17train.conll"]["sha256"]
+    expected = registry.info("wnut17")["files"]["wnut17train.conll"]["sha256"]
     assert len(data.load_ner("wnut17")["train"]) == 3_394  # intact: loads (and is remembered as verified)
     path = copy / "wnut17train.conll"
     original = path.read_bytes()
     path.write_bytes(original[: len(original) // 2])
-    with pytest.raises(data.DataError, match="truncated") as err:
+    with pytest.raises(registry.DataError, match="truncated") as err:
         data.load_ner("wnut17")
     assert err.value.problem == "size" and expected in str(err.value) and "wnut17train.conll" in str(err.value)
     corrupted = bytearray(original)
     corrupted[1000] ^= 0x20  # same size, one letter changed case
     path.write_bytes(bytes(corrupted))
     os.utime(path, ns=(1, 1))
-    with pytest.raises(data.DataError, match="corrupt") as err:
+    with pytest.raises(registry.DataError, match="corrupt") as err:
         data.load_ner("wnut17")
     assert err.value.problem == "checksum" and expected in str(err.value)
     assert hashlib.sha256(bytes(corrupted)).hexdigest() in str(err.value)
@@ -243,7 +244,7 @@ def test_truncated_and_corrupted_files(private_data):
 
 def test_missing_dataset_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "data_dirs", lambda: [tmp_path])
-    with pytest.raises(data.DataError) as err:
+    with pytest.raises(registry.DataError) as err:
         data.load_classification("sst2")
     message = str(err.value)
     assert err.value.problem == "not found"
@@ -255,7 +256,7 @@ def test_missing_dataset_says_where_to_put_it(tmp_path, monkeypatch):
 def test_cli_verifies_everything(capsys):
     assert cli.cli_data([]) == 0
     out = capsys.readouterr().out
-    for name in data.names():
+    for name in registry.names():
         assert name in out
     assert "All 10 datasets present and verified" in out
     assert cli.cli_data(["--json"]) == 0
@@ -271,7 +272,7 @@ def test_cli_fails_on_a_corrupt_file(private_data, capsys):
     captured = capsys.readouterr()
     assert "rotten-tomatoes" in captured.out and "corrupt" in captured.out
     assert "rt-polarity.pos" in captured.err
-    rows = {r["name"]: r for r in data.status()}
+    rows = {r["name"]: r for r in registry.status()}
     assert rows["rotten-tomatoes"]["corrupt"] == ["rt-polarity.pos"] and rows["sst2"]["state"] == "ok"
 
 
@@ -286,7 +287,7 @@ def test_cli_download_offline_is_a_clear_error(private_data, monkeypatch, capsys
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(registry.urllib.request, "urlopen", no_network)
     assert cli.cli_data(["--download", "wnut17"]) == 1
     err = capsys.readouterr().err
     assert "Could not download https://" in err and "internet" in err
@@ -297,8 +298,8 @@ def test_cli_download_offline_is_a_clear_error(private_data, monkeypatch, capsys
 
 def local_fetch(name):
     """A stand-in for the network: serve each URL of the manifest from the local copy."""
-    folder = data.find(name)
-    by_url = {url: rel for rel, url in data.info(name)["source"]["urls"].items()}
+    folder = registry.find(name)
+    by_url = {url: rel for rel, url in registry.info(name)["source"]["urls"].items()}
 
     def fetch(url, dest):
         shutil.copyfile(folder / by_url[url], dest)
@@ -306,9 +307,9 @@ def local_fetch(name):
 
 
 def test_download_files_verifies_and_installs_atomically(tmp_path):
-    folder = data.download("wnut17", dest_root=tmp_path, fetch=local_fetch("wnut17"))
+    folder = registry.download("wnut17", dest_root=tmp_path, fetch=local_fetch("wnut17"))
     assert folder == tmp_path / "wnut17"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(data.info("wnut17")["files"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(registry.info("wnut17")["files"])
     assert [p.name for p in tmp_path.iterdir()] == ["wnut17"]
 
 
@@ -319,23 +320,23 @@ def test_download_rejects_a_changed_source(tmp_path):
         good(url, dest)
         if dest.name == "dev.tsv":
             dest.write_bytes(dest.read_bytes()[:-10])
-    with pytest.raises(data.DataError, match="does not match the manifest") as err:
-        data.download("sst2", dest_root=tmp_path, fetch=bad)
+    with pytest.raises(registry.DataError, match="does not match the manifest") as err:
+        registry.download("sst2", dest_root=tmp_path, fetch=bad)
     assert err.value.problem == "download" and "dev.tsv" in str(err.value)
     assert list(tmp_path.iterdir()) == []  # nothing half-installed
 
 
 def test_gzip_output_reproduces_the_reference_bytes(tmp_path):
-    entry = data.info("gutenberg-large")["files"]["valid-000.txt.gz"]
-    with gzip.open(data.find("gutenberg-large") / "valid-000.txt.gz", "rb") as f:
+    entry = registry.info("gutenberg-large")["files"]["valid-000.txt.gz"]
+    with gzip.open(registry.find("gutenberg-large") / "valid-000.txt.gz", "rb") as f:
         content = f.read()
     out = tmp_path / "valid-000.txt.gz"
-    data._write_gzip(out, content, entry["gzip"]["name"], entry["gzip"]["mtime"])
+    registry._write_gzip(out, content, entry["gzip"]["name"], entry["gzip"]["mtime"])
     assert hashlib.sha256(out.read_bytes()).hexdigest() == entry["sha256"]
 
 
 def test_convert_aclimdb_from_the_original_archive_layout(tmp_path):
-    with gzip.open(data.find("imdb") / "test.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(registry.find("imdb") / "test.jsonl.gz", "rt", encoding="utf-8") as f:
         lines = [line for line in f]
     records = [json.loads(line) for line in lines]
     wanted = {"test/neg/0", "test/neg/1", "test/neg/10", "test/pos/2", "test/pos/11"}
@@ -354,7 +355,7 @@ def test_convert_aclimdb_from_the_original_archive_layout(tmp_path):
             add(f"aclImdb/{split}/{polarity}/{number}_{r['rating']}.txt", r["text"])
     out = tmp_path / "out"
     out.mkdir()
-    data.convert_aclimdb(archive, out, data.info("imdb")["files"])
+    registry.convert_aclimdb(archive, out, registry.info("imdb")["files"])
     with gzip.open(out / "test.jsonl.gz", "rt", encoding="utf-8") as f:
         assert f.read() == "".join(line for line, _ in chosen)  # neg before pos, numeric id order
     with gzip.open(out / "train.jsonl.gz", "rt", encoding="utf-8") as f:
@@ -362,14 +363,14 @@ def test_convert_aclimdb_from_the_original_archive_layout(tmp_path):
 
 
 def test_gutenberg_rebuild_from_raw_ebooks(tmp_path):
-    entry = data.info("gutenberg-small")
+    entry = registry.info("gutenberg-small")
     base = entry["source"]["base_url"]
     texts = {}
     for split, file in (("train", "train.txt"), ("validation", "valid.txt")):
-        text = (data.find("gutenberg-small") / file).read_text(encoding="utf-8")
+        text = (registry.find("gutenberg-small") / file).read_text(encoding="utf-8")
         start = 0
         for book, chars in entry["source"]["books"][split]:
-            texts[base + data.urllib.parse.quote(book)] = text[start:start + chars]
+            texts[base + registry.urllib.parse.quote(book)] = text[start:start + chars]
             start += chars + 2
 
     def fetch(url, dest):  # what Project Gutenberg serves: header, the book, licence; CRLF line ends
@@ -378,31 +379,31 @@ def test_gutenberg_rebuild_from_raw_ebooks(tmp_path):
                + texts[url].replace("\n", "\r\n")
                + "\r\n\r\n\r\n\r\n*** END OF THIS PROJECT GUTENBERG EBOOK SOMETHING ***\r\n\r\nLicence text\r\n")
         dest.write_bytes(raw.encode("utf-8"))
-    folder = data.download("gutenberg-small", dest_root=tmp_path, fetch=fetch)
+    folder = registry.download("gutenberg-small", dest_root=tmp_path, fetch=fetch)
     assert (folder / "train.txt").stat().st_size == entry["files"]["train.txt"]["size"]
 
 
 def test_clean_gutenberg_old_style_markers():
     raw = ("Header\n*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\n\nThe text.\n\n"
            "End of the Project Gutenberg EBook of X\nmore licence")
-    assert data.clean_gutenberg(raw) == "The text."
+    assert registry.clean_gutenberg(raw) == "The text."
 
 
 def test_large_shards_follow_the_25m_rule():
-    lengths = [chars for _, chars in data.info("gutenberg-large")["source"]["books"]["train"]]
-    counts = data.shard_books(lengths, 25_000_000)
+    lengths = [chars for _, chars in registry.info("gutenberg-large")["source"]["books"]["train"]]
+    counts = registry.shard_books(lengths, 25_000_000)
     assert counts == [65, 65, 57, 78, 71, 74, 74, 72, 72, 57]
     sizes, start = [], 0
     for c in counts:
         sizes.append(sum(n + 2 for n in lengths[start:start + c]))
         start += c
     assert sizes[0] == 25_005_127 and sizes[-1] == 21_881_415  # the shard files' lengths in characters
-    assert data.shard_books([5, 5], 0) == [2]
+    assert registry.shard_books([5, 5], 0) == [2]
 
 
 def _squad_fetch(train_bytes: bytes):
     """The network for SQuAD: the official dev JSON from the local gzip, and ``train_bytes`` as the train file."""
-    dev_gz = data.find("squad-v1.1") / "dev-v1.1.json.gz"
+    dev_gz = registry.find("squad-v1.1") / "dev-v1.1.json.gz"
 
     def fetch(url, dest):
         if url.endswith("/dev-v1.1.json"):
@@ -414,14 +415,16 @@ def _squad_fetch(train_bytes: bytes):
 
 
 def test_squad_download_rebuilds_the_dev_gzip_byte_for_byte_and_keeps_the_train_file(tmp_path, monkeypatch):
-    entry = data.info("squad-v1.1")
+    entry = registry.info("squad-v1.1")
     train = entry["source"]["originals"]["train-v1.1.json"]
     fake_train = json.dumps({"version": "1.1", "data": [{"title": "T", "paragraphs": []}]}).encode()
     # the official train file is not offline: let the manifest expect the stand-in's checksum instead
     patched = copy.deepcopy(entry)
     patched["source"]["originals"]["train-v1.1.json"] = {**train, "sha256": hashlib.sha256(fake_train).hexdigest()}
-    monkeypatch.setattr(data, "info", lambda name: patched if name == "squad-v1.1" else entry)
-    folder = data.download("squad-v1.1", dest_root=tmp_path, fetch=_squad_fetch(fake_train))
+    fake_info = lambda name: patched if name == "squad-v1.1" else entry  # noqa: E731
+    monkeypatch.setattr(registry, "info", fake_info)  # what download checks against
+    monkeypatch.setattr(data, "info", fake_info)  # ... and what load_squad reads
+    folder = registry.download("squad-v1.1", dest_root=tmp_path, fetch=_squad_fetch(fake_train))
     gz = folder / "dev-v1.1.json.gz"
     assert hashlib.sha256(gz.read_bytes()).hexdigest() == entry["files"]["dev-v1.1.json.gz"]["sha256"]
     assert (folder / "train-v1.1.json").read_bytes() == fake_train
@@ -429,12 +432,12 @@ def test_squad_download_rebuilds_the_dev_gzip_byte_for_byte_and_keeps_the_train_
     monkeypatch.setenv("BERTBOOK_DATA_DIR", str(tmp_path))  # training then finds the downloaded train set
     assert data.load_squad("train") == [{"title": "T", "paragraphs": []}]
     monkeypatch.setattr(data, "info", lambda name: entry)  # against the real checksum it is refused
-    with pytest.raises(data.DataError, match="is not the official SQuAD v1.1 training set"):
+    with pytest.raises(registry.DataError, match="is not the official SQuAD v1.1 training set"):
         data.load_squad("train")
 
 
 def test_squad_download_of_a_changed_train_file_installs_nothing(tmp_path):
-    with pytest.raises(data.DataError, match="changed at its source") as err:
-        data.download("squad-v1.1", dest_root=tmp_path, fetch=_squad_fetch(b"{}"))
+    with pytest.raises(registry.DataError, match="changed at its source") as err:
+        registry.download("squad-v1.1", dest_root=tmp_path, fetch=_squad_fetch(b"{}"))
     assert err.value.problem == "download" and "train-v1.1.json" in str(err.value)
     assert list(tmp_path.iterdir()) == []

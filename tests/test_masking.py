@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertbook import masking
+from bertbook import masking, views
 from bertbook.masking import IGNORE_INDEX, MaskVocab
 from bertbook import exercises
 
@@ -154,16 +154,17 @@ def test_sentence_loss_is_minus_log_p_of_the_permutation():
 
 
 def test_mask_preview(tok):
-    r = masking.mask_preview("The kittens were unbelievably playful today.", tok, 0.5, whole_word=True, seed=3)
+    r = views.mask_preview("The kittens were unbelievably playful today.", tok, 0.5, whole_word=True, seed=3)
     assert r["n_tokens"] == len(r["tokens"]) == len(r["kind"])
     assert r["n_chosen"] == sum(1 for k in r["kind"] if k)
     assert ("[MASK]" in r["text"]) == ("mask" in r["kind"])
     with pytest.raises(ValueError, match="empty"):
-        masking.mask_preview("", tok)
+        views.mask_preview("", tok)
     with pytest.raises(ValueError, match="between 0 and 1"):
-        masking.mask_preview("text", tok, 5.0)
-    html = masking.mask_preview("a b c d e f g", tok, 0.9, html_output=True)["text"]
+        views.mask_preview("text", tok, 5.0)
+    html = views.mask_preview("a b c d e f g", tok, 0.9, html_output=True)["text"]
     assert "<b style" in html
+    assert all(f"color:{views.MASK_COLOURS[k]}" in views.mask_legend() for k in ("mask", "random", "kept"))
 
 
 def test_exercise_checkers(capsys):

@@ -1,5 +1,5 @@
-"""bertbook.viz and bertbook.widgets: head analysis on attention whose answer is known, offline bertviz views,
-the bundled JavaScript, and the explorer's logic."""
+"""bertbook.attention_maps, viz, views and widgets: head analysis on attention whose answer is known, plots,
+offline bertviz views, the bundled JavaScript, and the explorer's logic."""
 
 import dataclasses
 import hashlib
@@ -10,7 +10,8 @@ import re
 import pytest
 import torch
 
-from bertbook import viz, widgets
+from bertbook import attention_maps, viz, widgets
+from bertbook import views as views_lib  # 'views' is a fixture below
 from bertbook.config import get_preset
 from bertbook import exercises
 
@@ -44,9 +45,9 @@ def head(kind: str, T: int = T, sep=(8, 11)) -> torch.Tensor:
     return a
 
 
-def synthetic(kinds: list[list[str]]) -> viz.AttentionData:
+def synthetic(kinds: list[list[str]]) -> attention_maps.AttentionData:
     a = torch.stack([torch.stack([head(k) for k in row]) for row in kinds])  # (L, H, T, T)
-    return viz.AttentionData(tokens=list(TOKENS), attentions=a, name="synthetic")
+    return attention_maps.AttentionData(tokens=list(TOKENS), attentions=a, name="synthetic")
 
 
 def tiny_tokenizer():
@@ -89,7 +90,7 @@ def minilm():
 
 def test_each_pure_head_gets_its_class():
     kinds = [["previous", "next", "self", "[CLS]"], ["[SEP]", "broad", "mixed", "previous"]]
-    classes = viz.classify_heads(synthetic(kinds))
+    classes = attention_maps.classify_heads(synthetic(kinds))
     assert classes.labels == kinds
     assert classes.count() == {"[CLS]": 1, "[SEP]": 1, "previous": 2, "next": 1, "self": 1, "broad": 1,
                                "mixed": 1}
@@ -97,7 +98,7 @@ def test_each_pure_head_gets_its_class():
 
 
 def test_scores_of_a_previous_token_head():
-    scores = viz.head_scores(synthetic([["previous"]]))
+    scores = attention_maps.head_scores(synthetic([["previous"]]))
     assert float(scores["previous"][0, 0]) == pytest.approx(1.0)  # every query 1..T-1 looks at i-1
     assert float(scores["next"][0, 0]) == pytest.approx(0.0)
     assert float(scores["self"][0, 0]) == pytest.approx(1 / T)  # only query 0, which has no previous token
@@ -106,26 +107,26 @@ def test_scores_of_a_previous_token_head():
 
 def test_thresholds_move_heads_between_classes():
     data = synthetic([["mixed"]])
-    assert viz.classify_heads(data).labels == [["mixed"]]
-    assert float(viz.head_scores(data)["previous"][0, 0]) == pytest.approx(0.45)
-    assert viz.classify_heads(data, threshold=0.4).labels == [["previous"]]
-    assert float(viz.head_scores(data)["broad"][0, 0]) < 0.45  # entropy of (0.45, 0.35, 0.2) / log 12
-    assert viz.classify_heads(data, broad_entropy=0.3).labels == [["broad"]]
+    assert attention_maps.classify_heads(data).labels == [["mixed"]]
+    assert float(attention_maps.head_scores(data)["previous"][0, 0]) == pytest.approx(0.45)
+    assert attention_maps.classify_heads(data, threshold=0.4).labels == [["previous"]]
+    assert float(attention_maps.head_scores(data)["broad"][0, 0]) < 0.45  # entropy of (0.45, 0.35, 0.2) / log 12
+    assert attention_maps.classify_heads(data, broad_entropy=0.3).labels == [["broad"]]
     with pytest.raises(ValueError, match="threshold"):
-        viz.classify_heads(data, threshold=1.5)
+        attention_maps.classify_heads(data, threshold=1.5)
 
 
 def test_classify_averages_over_texts():
     a, b = synthetic([["previous"]]), synthetic([["broad"]])
-    avg = viz.classify_heads([a, a, b])  # previous share (1 + 1 + 1/T) / 3 > 0.5
+    avg = attention_maps.classify_heads([a, a, b])  # previous share (1 + 1 + 1/T) / 3 > 0.5
     assert avg.labels == [["previous"]]
     assert float(avg.scores["previous"][0, 0]) == pytest.approx((2 + 1 / T) / 3)
     with pytest.raises(ValueError, match="one model"):
-        viz.classify_heads([a, synthetic([["broad", "broad"]])])
+        attention_maps.classify_heads([a, synthetic([["broad", "broad"]])])
 
 
 def test_head_stats_known_values():
-    stats = viz.head_stats(synthetic([["broad", "self", "previous"]]))
+    stats = attention_maps.head_stats(synthetic([["broad", "self", "previous"]]))
     assert float(stats.entropy[0, 0]) == pytest.approx(math.log(T), rel=1e-5)
     assert float(stats.normalized_entropy[0, 0]) == pytest.approx(1.0, rel=1e-5)
     assert float(stats.entropy[0, 1]) == pytest.approx(0.0, abs=1e-5)
@@ -137,7 +138,7 @@ def test_head_stats_known_values():
 
 def test_cls_attention_is_the_first_row():
     data = synthetic([["previous", "[CLS]"]])
-    c = viz.cls_rows(data)
+    c = attention_maps.cls_rows(data)
     assert c.shape == (1, 2, T)
     torch.testing.assert_close(c.sum(-1), torch.ones(1, 2))
     assert float(c[0, 1, 0]) == 1.0
@@ -146,26 +147,27 @@ def test_cls_attention_is_the_first_row():
 def test_inputs_as_model_output_tuple():
     data = synthetic([["previous", "next"], ["self", "broad"]])
     per_layer = tuple(data.attentions[i].unsqueeze(0) for i in range(2))  # what a model returns: (1, H, T, T)
-    torch.testing.assert_close(viz.head_stats(per_layer).entropy, viz.head_stats(data).entropy)
+    torch.testing.assert_close(attention_maps.head_stats(per_layer).entropy, attention_maps.head_stats(data).entropy)
     with pytest.raises(ValueError, match="layers, heads, T, T"):
-        viz.head_stats(torch.zeros(3, T, T))
+        attention_maps.head_stats(torch.zeros(3, T, T))
     with pytest.raises(ValueError, match="tokens"):
-        viz.AttentionData(tokens=TOKENS[:-1], attentions=data.attentions)
+        attention_maps.AttentionData(tokens=TOKENS[:-1], attentions=data.attentions)
 
 
 def test_attention_change():
     a = synthetic([["previous", "broad"]])
     b = synthetic([["self", "broad"]])
-    change = viz.attention_change(a, b)
+    change = attention_maps.attention_change(a, b)
     assert float(change[0, 1]) == 0.0
     assert float(change[0, 0]) == pytest.approx((T - 1) / T)  # disjoint except query 0 (both look at itself)
-    assert float(viz.attention_change(a, synthetic([["next", "broad"]]))[0, 0]) == 1.0
+    assert float(attention_maps.attention_change(a, synthetic([["next", "broad"]]))[0, 0]) == 1.0
     with pytest.raises(ValueError, match="same tokens"):
-        viz.attention_change(a, synthetic([["previous"]]))
+        attention_maps.attention_change(a, synthetic([["previous"]]))
 
 
 def test_class_fractions():
-    f = viz.class_fractions({"x": viz.classify_heads(synthetic([["previous", "broad"], ["broad", "self"]]))})
+    classes = attention_maps.classify_heads(synthetic([["previous", "broad"], ["broad", "self"]]))
+    f = attention_maps.class_fractions({"x": classes})
     assert f["x"]["broad"] == 0.5 and f["x"]["previous"] == 0.25 and sum(f["x"].values()) == pytest.approx(1)
 
 
@@ -173,11 +175,11 @@ def test_plots_return_figures():
     import matplotlib.pyplot as plt
 
     data = synthetic([["previous", "next"], ["[SEP]", "broad"]])
-    classes = viz.classify_heads(data)
+    classes = attention_maps.classify_heads(data)
     figs = [viz.plot_attention_grid(data), viz.plot_head(data, 1, 0), viz.plot_cls_attention(data),
-            viz.plot_head_stats(viz.head_stats(data)), viz.plot_head_classes(classes),
+            viz.plot_head_stats(attention_maps.head_stats(data)), viz.plot_head_classes(classes),
             viz.plot_class_comparison({"a": classes, "b": classes}),
-            viz.plot_attention_change(viz.attention_change(data, data))]
+            viz.plot_attention_change(attention_maps.attention_change(data, data))]
     assert len(figs[0].axes) == 4  # 2 layers x 2 heads
     assert figs[1].axes[0].get_title() == "synthetic: layer 1, head 0"
     with pytest.raises(ValueError, match="head 2 does not exist"):
@@ -191,7 +193,7 @@ def test_plots_return_figures():
 
 def test_attention_data_bertbook_queries_keys_reproduce_attention(tiny_model):
     model, tok = tiny_model
-    data = viz.attention_data(model, tok, "The cat sat on the mat.", "It purred.", queries_and_keys=True)
+    data = attention_maps.attention_data(model, tok, "The cat sat on the mat.", "It purred.", queries_and_keys=True)
     assert data.tokens == ["[CLS]", "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]", "it", "purred", ".",
                            "[SEP]"]
     assert data.sentence_b_start == 9
@@ -205,7 +207,7 @@ def test_attention_data_bertbook_queries_keys_reproduce_attention(tiny_model):
 
 def test_attention_data_minilm_queries_keys_reproduce_attention(minilm):
     model, tok = minilm
-    data = viz.attention_data(model, tok, "The cat sat on the mat.", queries_and_keys=True, name="MiniLM")
+    data = attention_maps.attention_data(model, tok, "The cat sat on the mat.", queries_and_keys=True, name="MiniLM")
     assert data.attentions.shape == (6, 12, 9, 9) and data.queries.shape == (6, 12, 9, 32)
     scores = data.queries @ data.keys.transpose(-1, -2) / math.sqrt(32)  # (L, H, T, T)
     torch.testing.assert_close(scores.softmax(-1), data.attentions, atol=1e-5, rtol=1e-4)
@@ -214,8 +216,8 @@ def test_attention_data_minilm_queries_keys_reproduce_attention(minilm):
 def test_attention_data_errors(tiny_model):
     model, tok = tiny_model
     with pytest.raises(ValueError, match="non-empty"):
-        viz.attention_data(model, tok, "  ")
-    long = viz.attention_data(model, tok, "the cat " * 200, max_length=20)
+        attention_maps.attention_data(model, tok, "  ")
+    long = attention_maps.attention_data(model, tok, "the cat " * 200, max_length=20)
     assert len(long.tokens) == 20 and long.tokens[-1] == "[SEP]"
 
 
@@ -224,7 +226,7 @@ def test_sdpa_model_gets_a_clear_message():
 
     model, tok = load_minilm(attn_implementation="sdpa")
     with pytest.raises(ValueError, match="eager"):
-        viz.attention_data(model, tok, "The cat sat.")
+        attention_maps.attention_data(model, tok, "The cat sat.")
 
 
 # ------------------------------------------------------------------------------------ offline views
@@ -249,10 +251,10 @@ def network_references(page: str) -> list[str]:
 @pytest.fixture(scope="module")
 def views(tiny_model):
     model, tok = tiny_model
-    pair = viz.attention_data(model, tok, "The cat sat on the mat.", "It purred.", queries_and_keys=True)
-    return [viz.head_view(model, tok, "The cat sat."), viz.head_view(pair, layer=1, heads=[0]),
-            viz.model_view(pair), viz.neuron_view(pair, layer=1, head=1),
-            viz.neuron_view(model, tok, "A dog sat.")]
+    pair = attention_maps.attention_data(model, tok, "The cat sat on the mat.", "It purred.", queries_and_keys=True)
+    return [views_lib.head_view(model, tok, "The cat sat."), views_lib.head_view(pair, layer=1, heads=[0]),
+            views_lib.model_view(pair), views_lib.neuron_view(pair, layer=1, head=1),
+            views_lib.neuron_view(model, tok, "A dog sat.")]
 
 
 def test_views_reference_no_network(views):
@@ -277,7 +279,7 @@ def test_views_have_unique_roots_and_their_parameters(views):
 def test_view_text_cannot_break_out_of_its_script():
     data = synthetic([["previous"]])
     data.tokens[3] = "</script><script>alert(1)</script>"
-    view = viz.head_view(data)
+    view = views_lib.head_view(data)
     tokens_json = view.html.split('"left_text":', 1)[1][:300]
     assert "</script" not in tokens_json and "\\u003c/script\\u003e" in tokens_json
 
@@ -285,19 +287,19 @@ def test_view_text_cannot_break_out_of_its_script():
 def test_view_errors(views, tiny_model, monkeypatch):
     model, tok = tiny_model
     with pytest.raises(ValueError, match="layer 5 does not exist"):
-        viz.head_view(model, tok, "The cat.", layer=5)
-    data = viz.attention_data(model, tok, "The cat.")
+        views_lib.head_view(model, tok, "The cat.", layer=5)
+    data = attention_maps.attention_data(model, tok, "The cat.")
     with pytest.raises(ValueError, match="queries and keys"):
-        viz.neuron_view(data)
+        views_lib.neuron_view(data)
     with pytest.raises(ValueError, match="tokenizer and a text"):
-        viz.model_view(model)
-    monkeypatch.setattr(viz, "_template", lambda view: "requirejs(['d3'], function (d3) {});")
+        views_lib.model_view(model)
+    monkeypatch.setattr(views_lib, "_template", lambda view: "requirejs(['d3'], function (d3) {});")
     with pytest.raises(RuntimeError, match="changed"):
-        viz.head_view(data)
+        views_lib.head_view(data)
 
 
 def test_save_html_is_one_offline_page(views, tmp_path):
-    path = viz.save_html(views, tmp_path / "views" / "attention.html")
+    path = views_lib.save_html(views, tmp_path / "views" / "attention.html")
     page = path.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count('class="bertbook-view"') == len(views)
     assert network_references(page) == []
@@ -305,14 +307,14 @@ def test_save_html_is_one_offline_page(views, tmp_path):
 
 
 def test_bundled_files_match_manifest():
-    libs = viz.bundled_libraries()
+    libs = views_lib.bundled_libraries()
     assert {name: e["version"] for name, e in libs.items()} == {"d3": "5.7.0", "jquery": "3.7.1"}
     for entry in libs.values():
-        data = (viz.STATIC / entry["file"]).read_bytes()
+        data = (views_lib.STATIC / entry["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["file"]
-        licence = (viz.STATIC / entry["license_file"]).read_text()
+        licence = (views_lib.STATIC / entry["license_file"]).read_text()
         assert "Permission" in licence or "Redistribution" in licence
-    assert json.loads((viz.STATIC / "manifest.json").read_text())["libraries"]
+    assert json.loads((views_lib.STATIC / "manifest.json").read_text())["libraries"]
 
 
 # ---------------------------------------------------------------------------------------- widgets

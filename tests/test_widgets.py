@@ -10,7 +10,7 @@ import ipywidgets as W
 import pytest
 import torch
 
-from bertbook import train, viz, widgets
+from bertbook import attention_maps, train, views, viz, widgets
 from bertbook.config import get_preset
 
 
@@ -76,7 +76,8 @@ def test_readable_labels_without_and_with_a_cjk_font(monkeypatch):
 
 
 def test_a_chinese_heatmap_draws_without_glyph_warnings():
-    data = viz.AttentionData(tokens=["[CLS]", "中", "国", "[SEP]"], attentions=torch.full((1, 1, 4, 4), 0.25))
+    data = attention_maps.AttentionData(tokens=["[CLS]", "中", "国", "[SEP]"],
+                                        attentions=torch.full((1, 1, 4, 4), 0.25))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib warns once per glyph it cannot draw
         fig = viz.plot_head(data, 0, 0)
@@ -124,7 +125,7 @@ def test_explore_attention_is_the_models_attention(artifacts, position):
     for layer in range(cfg.num_hidden_layers):
         _, weights = explore_attention(model, tok, text, layer=layer, head=1)
         torch.testing.assert_close(weights, attentions[layer][0, 1])
-    data = viz.attention_data(model, tok, text, queries_and_keys=True)  # what the neuron view shows
+    data = attention_maps.attention_data(model, tok, text, queries_and_keys=True)  # what the neuron view shows
     scores = data.queries @ data.keys.transpose(-1, -2) / data.queries.shape[-1] ** 0.5  # (L, H, T, T)
     torch.testing.assert_close(scores.softmax(-1), data.attentions)
 
@@ -133,15 +134,14 @@ def test_explore_attention_is_the_models_attention(artifacts, position):
 
 
 def test_mask_seed_is_validated(artifacts, capsys):
-    from bertbook import masking
     from bertbook.tokenizer import get_tokenizer
 
     tok = get_tokenizer(get_preset("ci"))
     text = "It is a truth universally acknowledged."
-    assert masking.mask_preview(text, tok, seed=masking.MAX_SEED)["n_tokens"] > 5
-    for bad in (-1, masking.MAX_SEED + 1, 10**30, 1.5, True):
+    assert views.mask_preview(text, tok, seed=views.MAX_SEED)["n_tokens"] > 5
+    for bad in (-1, views.MAX_SEED + 1, 10**30, 1.5, True):
         with pytest.raises(ValueError, match="from 0 to 4,294,967,295"):
-            masking.mask_preview(text, tok, seed=bad)
+            views.mask_preview(text, tok, seed=bad)
     panel = widgets.mask_widget(tok, text)
     seed = next(w for w in _controls(panel) if isinstance(w, W.IntText))
     assert _off_grid(panel) == []

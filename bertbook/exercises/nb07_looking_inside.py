@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from ..viz import AttentionData, _as_attentions
+from ..attention_maps import AttentionData, as_attentions
 from .harness import call, run_checks
 
 __all__ = ['check_previous_token_share', 'check_next_token_head', 'solutions']
@@ -16,12 +16,12 @@ __all__ = ['check_previous_token_share', 'check_next_token_head', 'solutions']
 # Reference solutions (try first!)
 
 def _previous_token_share(attentions: torch.Tensor) -> torch.Tensor:
-    a = _as_attentions(attentions)  # (L, H, T, T)
+    a = as_attentions(attentions)  # (L, H, T, T)
     return a.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # entries a[i, i-1]: (L, H, T-1) -> (L, H)
 
 
 def _next_token_head(data: AttentionData) -> tuple[int, int]:
-    share = _as_attentions(data).diagonal(offset=1, dim1=-2, dim2=-1).mean(-1)  # a[i, i+1]: (L, H)
+    share = as_attentions(data).diagonal(offset=1, dim1=-2, dim2=-1).mean(-1)  # a[i, i+1]: (L, H)
     layer, head = divmod(int(share.argmax()), share.shape[1])
     return layer, head
 
@@ -94,7 +94,7 @@ def check_next_token_head(fn: Callable[[AttentionData], tuple[int, int]], raise_
                 continue
             if got == (head, layer):
                 raise AssertionError("layer and head are swapped: return (layer, head).")
-            prev = _as_attentions(data).diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # (L, H)
+            prev = as_attentions(data).diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # (L, H)
             if got == divmod(int(prev.argmax()), H):
                 raise AssertionError("that head looks at the previous token: the next token of query i is "
                                      "key i + 1 (diagonal offset +1).")
