@@ -22,15 +22,14 @@ import torch
 from . import data
 from .config import ModelConfig, get_preset
 from .corpus import build_cache, iter_paragraphs
-from .course import machine
 from .hf import to_hf_config
 from .masking import MaskVocab, mask_tokens
 from .model import BertForMaskedLM
 from .optim import make_optimizer
-from .pretrained import minilm_path
+from .minilm import minilm_path
 from .tokenizer import get_tokenizer
 from .train import build_model
-from .utils import autocast_dtype, cpu_computes_bf16
+from .utils import autocast_dtype, cpu_computes_bf16, machine
 
 __all__ = ["CONFIGS", "peak_flops", "time_training", "bench_models", "bench_precision", "bench_tokenization",
            "run_bench", "format_table", "model_flops_per_token", "compute_estimate"]

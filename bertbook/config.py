@@ -42,7 +42,7 @@ REVIEWS = "imdb-reviews"
 CORPUS_CHOICES = (*CORPORA, REVIEWS, "gutenberg-small+imdb-reviews", "gutenberg-large+imdb-reviews")
 
 
-SCHEDULES = ("linear", "cosine", "constant", "triangle")  # learning-rate shapes (train.lr_factor)
+SCHEDULES = ("linear", "cosine", "constant", "triangle")  # learning-rate shapes (optim.lr_factor)
 
 
 class ConfigError(ValueError):

@@ -10,43 +10,14 @@ on a preset and writes the executed copies and a summary (``make course``).
 from __future__ import annotations
 
 import os
-import platform
-import random
 import time
 from pathlib import Path
 
 from .config import ConfigError, ModelConfig, Preset, get_preset
 from .paths import artifacts_dir, project_root
+from .utils import device, machine, set_seed
 
-__all__ = ["start", "set_seed", "device", "machine", "environment_report", "size_report", "notebooks",
-           "run_course"]
-
-
-def set_seed(seed: int = 0) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def device() -> "torch.device":  # noqa: F821
-    """The fastest device here: CUDA if present, else CPU."""
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def machine() -> str:
-    """A one-line description of this machine, for result tables."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    cores = os.cpu_count() or 1
-    return f"{platform.machine()} CPU, {cores} cores ({platform.system()})"
+__all__ = ["start", "environment_report", "size_report", "notebooks", "run_course"]
 
 
 def start(seed: int = 0, verbose: bool = True) -> Preset:

@@ -20,7 +20,7 @@ from torch import nn
 from . import model as M
 from .checkpoint import CheckpointError, load_exact
 from .config import ModelConfig
-from .pretrained import load_minilm
+from .minilm import load_minilm
 
 __all__ = ["hf_name", "hf_prelayernorm_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report", "format_report", "TOLERANCE", "MODEL_TYPES"]
 

@@ -224,7 +224,7 @@ def crf_row(P: Preset, task: str, splits: dict | None = None) -> dict:
     """The baseline row: a CRF (L-BFGS, L1 0.1, L2 0.1, 100 iterations) trained on the same slice."""
     import sklearn_crfsuite
 
-    from .course import machine
+    from .utils import machine
 
     splits = splits or task_data(P, task)
     t0 = time.perf_counter()

@@ -5,7 +5,8 @@ Taught in notebook 05; fine-tuning (notebook 06 on) uses the same two functions.
 RoBERTa; Geiping & Goldstein 2023, Cramming): AdamW (Loshchilov & Hutter 2019) with weight decay on the
 weight matrices only, never on biases and LayerNorm parameters; a learning rate that warms up linearly
 from 0, then decays linearly (or with a cosine) to 0. A run bounded by wall-clock time feeds the same
-schedule its progress on the clock instead of its step (see ``train``).
+schedule its progress on the clock instead of its step (see ``train``). Every training step of the package
+(pretraining, fine-tuning, task heads) clips and checks its gradients with the two helpers at the end.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch import nn
 
 from .config import SCHEDULES
 
-__all__ = ["param_groups", "make_optimizer", "TRIANGLE_START", "lr_factor", "make_scheduler"]
+__all__ = ["param_groups", "make_optimizer", "TRIANGLE_START", "lr_factor", "make_scheduler", "TrainingDiverged",
+           "clip_gradients", "check_finite"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -87,3 +89,33 @@ def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_st
         return lr_factor(step / total_steps, warmup_frac, kind)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# One rule for every step: clip (0 turns clipping off), then refuse non-finite numbers before the weights move.
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite; the message says what and, in pretraining, where the
+    last good checkpoint is."""
+
+    def __init__(self, message: str, what: str = "loss", value: float = float("nan"), lr: float = 0.0) -> None:
+        super().__init__(message)
+        self.what, self.value, self.lr = what, value, lr  # which number, its value, the learning rate
+
+
+def clip_gradients(model: nn.Module, max_grad_norm: float) -> torch.Tensor:
+    """Scale the gradients down to a global norm of ``max_grad_norm`` when they exceed it and return the norm
+    measured before; ``max_grad_norm = 0`` turns clipping off (the norm is still measured and returned).
+    (``clip_grad_norm_(params, 0)`` itself would zero every gradient, hence ``or inf``.)"""
+    return nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+
+
+def check_finite(loss: torch.Tensor, grad_norm: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """Raise `TrainingDiverged` (the gradients dropped, the weights untouched) if the loss or the gradient norm
+    is NaN or infinite. One device sync."""
+    pair = torch.stack([loss.detach().float().reshape(()), grad_norm.detach().float().reshape(())])
+    if bool(torch.isfinite(pair).all()):
+        return
+    optimizer.zero_grad(set_to_none=True)
+    what = "loss" if not math.isfinite(float(pair[0])) else "gradient norm"
+    value, lr = float(pair[0] if what == "loss" else pair[1]), optimizer.param_groups[0]["lr"]
+    raise TrainingDiverged(f"The {what} became {value} (learning rate {lr:.3g})", what=what, value=value, lr=lr)

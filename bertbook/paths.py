@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .config import preset_name
+
 __all__ = ["project_root", "data_dirs", "cache_dir", "artifacts_dir"]
 
 
@@ -45,8 +47,6 @@ def artifacts_dir(preset: str | None = None, *parts: str) -> Path:
     A relative ``BERTBOOK_ARTIFACTS`` is taken from the project root, not from the working directory: a
     notebook's kernel runs in ``notebooks/``, the command line wherever it is started, and both must find
     the same folder."""
-    from .config import preset_name
-
     base = Path(os.environ["BERTBOOK_ARTIFACTS"]).expanduser() if os.environ.get("BERTBOOK_ARTIFACTS") \
         else project_root() / "artifacts"
     if not base.is_absolute():

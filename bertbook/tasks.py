@@ -31,12 +31,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Preset
+from .checkpoint import MissingFileError, check_files, read_json_file
+from .classifier import build_classifier, init_name, save_finetuned
+from .config import ModelConfig, Preset
+from .finetune import BestCheckpoint, batch_order
 from .model import IGNORE_INDEX, ModelOutput
+from .model import BertModel as OurBert  # beside transformers' BertModel in load_task_model
+from .optim import check_finite, clip_gradients, make_optimizer, make_scheduler
+from .paths import artifacts_dir
+from .tokenizer import load_tokenizer
+from .utils import device, device_of, machine, set_seed
 
-__all__ = ["TASKS", "task_module", "TaskModel", "build_encoder", "build_task_model", "add_special_tokens", "pad_features",
-           "to_device", "TaskResult", "train_task", "save_task_model", "load_task_model", "TaskRun", "run_task",
-           "take", "task_folder", "get_task_model"]
+__all__ = ["TASKS", "task_module", "TaskModel", "build_encoder", "build_task_model", "add_special_tokens",
+           "pad_features", "to_device", "TaskResult", "train_task", "save_task_model", "load_task_model", "TaskRun",
+           "run_task", "take", "task_folder", "get_task_model"]
 
 # task name -> (module, dataset, what the head predicts)
 TASKS: dict[str, tuple[str, str, str]] = {
@@ -101,8 +109,6 @@ def build_encoder(P: Preset, init: str | os.PathLike = "minilm") -> tuple[nn.Mod
     from notebook 05, made on demand), ``"random"``, or a pretraining checkpoint folder. The encoder is the
     body of `finetune.build_classifier`'s model; its sentence head is dropped, a task head takes its place.
     """
-    from .finetune import build_classifier
-
     classifier, tokenizer, info = build_classifier(P, init, verbose=False)
     keep = {k: info[k] for k in ("init", "kind", "preset", "checkpoint") if k in info}
     return classifier.bert, tokenizer, keep
@@ -112,8 +118,6 @@ def build_task_model(P: Preset, task: str, init: str | os.PathLike = "minilm",
                      **options: Any) -> tuple["TaskModel", Any, dict]:
     """The encoder ``init`` with ``task``'s head on it: ``(model, tokenizer, info)``; ``info`` says how to
     read inputs for it (labels, lengths, pooling). ``options`` go to the task (``pooling="cls"``)."""
-    from .utils import device_of
-
     module = task_module(task)
     encoder, tokenizer, info = build_encoder(P, init)
     info.update(task=task, **module.prepare(encoder, tokenizer, P, task, **options))
@@ -125,8 +129,6 @@ def add_special_tokens(encoder: nn.Module, tokenizer, tokens: Sequence[str], see
     """Add ``tokens`` to the vocabulary as special tokens (never split, never lower-cased) and give each
     a new row in the token-embedding table, started at the mean of the existing rows plus a little noise.
     Returns their ids. The rows are trained with the rest of the model (Baldini Soares et al. 2019)."""
-    from .config import ModelConfig
-
     new = [t for t in tokens if t not in tokenizer.get_vocab()]
     if new:
         tokenizer.add_special_tokens({"additional_special_tokens": list(new)}, replace_extra_special_tokens=False)
@@ -199,10 +201,10 @@ class TaskResult:
 
 
 def _step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer, scheduler, max_grad_norm: float) -> float:
-    """One optimizer step: forward, loss, backward, clip, step."""
+    """One optimizer step: forward, loss, backward, clip (0: off), refuse NaN or inf, step."""
     loss = model(**batch).loss
     loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    check_finite(loss, clip_gradients(model, max_grad_norm), optimizer)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -216,10 +218,6 @@ def train_task(model: nn.Module, train: Sequence[dict], validate: Callable[[nn.M
     """Fine-tune ``model`` on the features ``train``; after each epoch ``validate(model)`` returns metrics
     whose ``"score"`` chooses the weights kept. AdamW, warmup then linear decay, clipping: the recipe of
     notebook 06 (`finetune.fine_tune`), for any head."""
-    from .finetune import BestCheckpoint, batch_order
-    from .optim import make_optimizer, make_scheduler
-    from .utils import device_of
-
     if not train:
         raise ValueError("no training examples: the task's training slice is empty.")
     device = device_of(model)
@@ -255,8 +253,6 @@ def train_task(model: nn.Module, train: Sequence[dict], validate: Callable[[nn.M
 # ---------------------------------------------------------------------------------------------------------
 
 def _encoder_config(encoder: nn.Module) -> dict:
-    from .config import ModelConfig
-
     config = encoder.config
     if isinstance(config, ModelConfig):
         return config.to_dict()
@@ -267,8 +263,6 @@ def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, info: d
     """Weights (safetensors), tokenizer and ``finetune.json`` (what the model is, its labels, its metrics)
     into ``out``, written beside it and renamed into place (`finetune.save_finetuned`). A folder that holds
     files is replaced only with ``overwrite=True``."""
-    from .finetune import save_finetuned
-
     saved = {**info, "encoder_config": _encoder_config(model.encoder),
              "encoder_pooler": getattr(model.encoder, "pooler", None) is not None}
     return save_finetuned(out, model, tokenizer, saved, overwrite=overwrite)
@@ -282,19 +276,12 @@ def _empty_encoder(info: dict) -> nn.Module:
         config = BertConfig(**{k: v for k, v in info["encoder_config"].items() if k != "transformers_version"})
         config._attn_implementation = "eager"
         return BertModel(config, add_pooling_layer=info.get("encoder_pooler", True))
-    from .config import ModelConfig
-    from .model import BertModel as OurBert
-
     return OurBert(ModelConfig.from_dict(info["encoder_config"]), add_pooling_layer=info.get("encoder_pooler", True))
 
 
 def load_task_model(folder: str | os.PathLike) -> tuple[TaskModel, Any, dict]:
     """A model saved by `save_task_model`: ``(model, tokenizer, info)``, in eval mode."""
     from safetensors.torch import load_file
-
-    from .course import device
-    from .checkpoint import MissingFileError, check_files, read_json_file
-    from .tokenizer import load_tokenizer
 
     folder = Path(folder)
     if not (folder / INFO_NAME).is_file():
@@ -341,8 +328,6 @@ def run_task(P: Preset, task: str, init: str | os.PathLike = "minilm", out: str 
     ``options`` go to the task module (e.g. ``pooling="cls"`` for relations). The time reported is that of
     preparing the features, fine-tuning and testing. Taught in notebook 08; ``finetune --task`` runs it.
     """
-    from .course import machine, set_seed
-
     mod = task_module(task)
     cfg = P.tasks
     if out is not None and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
@@ -378,9 +363,6 @@ def run_task(P: Preset, task: str, init: str | os.PathLike = "minilm", out: str 
 def task_folder(P: Preset, task: str, init: str | os.PathLike = "minilm", **options: Any) -> Path:
     """Where the preset's fine-tuned model of a task lives: ``artifacts/<preset>/task-<task>-<init>[-<pooling>]``
     (the ``finetune`` command's default ``--out``)."""
-    from .finetune import init_name
-    from .paths import artifacts_dir
-
     return artifacts_dir(P.name, "-".join(["task", task, init_name(init), *map(str, options.values())]))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import os
 import time
 from collections.abc import Callable
@@ -34,11 +33,11 @@ from torch import nn
 
 from .config import get_preset
 from .corpus import EVAL_SETS, PretrainData, corpus_cache, eval_batches, eval_text, example_seed, tokenizer_hash
-from .course import machine
+from .utils import machine
 from .evaluate import evaluate_mlm
 from .masking import MaskVocab, num_sentence_labels
 from .model import BertForPreTraining
-from .optim import lr_factor, make_optimizer, make_scheduler
+from .optim import TrainingDiverged, check_finite, clip_gradients, lr_factor, make_optimizer, make_scheduler
 from .paths import artifacts_dir
 from .runstate import (CHECKPOINT, check_resumable, find_checkpoint, load_training_state, read_run, read_weights,
                        rng_state, save_checkpoint, set_rng_state)
@@ -53,14 +52,6 @@ __all__ = ["TrainingDiverged", "build_model", "compute_loss", "train_step", "His
 # ---------------------------------------------------------------------------------------------------------
 # 1. The step: forward, loss, backward, clip, step
 # ---------------------------------------------------------------------------------------------------------
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became NaN or infinite; the message says where the last good checkpoint is."""
-
-    def __init__(self, message: str, what: str = "loss", value: float = float("nan"), lr: float = 0.0) -> None:
-        super().__init__(message)
-        self.what, self.value, self.lr = what, value, lr  # which number, its value, the learning rate
 
 
 def build_model(preset, vocab_size: int):
@@ -94,8 +85,7 @@ def train_step(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], o
     gradient norm, refuse non-finite numbers (``TrainingDiverged``, the weights untouched), step, zero.
     Clipping: ``max_grad_norm > 0`` scales the gradients down to that global norm when they exceed it;
     ``max_grad_norm = 0`` (the default) turns clipping off, and the norm is still measured and returned.
-    (``clip_grad_norm_(params, 0)`` itself would zero every gradient: a copy of this step passes
-    ``max_grad_norm or float("inf")``, as below.)
+    (`optim.clip_gradients` and `optim.check_finite`: the rule of every step in the package.)
     Under DistributedDataParallel the gradients are all-reduced once, with the last micro-batch.
     Returns ``[loss, mlm_loss, sentence_loss, grad_norm]`` as one tensor on the device.
     """
@@ -109,17 +99,11 @@ def train_step(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], o
         (out.loss / A).backward()
         sentence = out.sentence_loss if out.sentence_loss is not None else torch.zeros_like(out.loss)
         losses += torch.stack([out.loss, out.mlm_loss, sentence]).detach().float() / A
-    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
-    stats = torch.cat([losses, grad_norm.detach().float().view(1)])  # (4,)
-    if not bool(torch.isfinite(stats).all()):  # one device sync per step
-        optimizer.zero_grad(set_to_none=True)
-        what = "loss" if not math.isfinite(float(stats[0])) else "gradient norm"
-        value = float(stats[0] if what == "loss" else stats[3])
-        raise TrainingDiverged(f"The {what} became {value} (learning rate {optimizer.param_groups[0]['lr']:.3g})",
-                               what=what, value=value, lr=optimizer.param_groups[0]["lr"])
+    grad_norm = clip_gradients(model, max_grad_norm)
+    check_finite(losses[0], grad_norm, optimizer)  # the total loss is NaN if any of its parts is
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return stats
+    return torch.cat([losses, grad_norm.detach().float().view(1)])  # (4,)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -4,7 +4,11 @@
 - ``replace_folder``: a finished temporary folder takes the place of an old one by renames;
 - ``autocast_dtype`` / ``autocast``: bf16 autocast where the hardware supports it, plain fp32 elsewhere;
 - ``eval_mode``: switch a model to eval mode for a block and restore its mode afterwards;
-- ``device_of``: the device a model's weights live on.
+- ``device_of``: the device a model's weights live on;
+- ``device``, ``machine``, ``set_seed``: the fastest device here, a line naming this machine, every generator
+  seeded;
+- ``jsonable``: numbers and arrays as plain JSON values;
+- ``PeakRSS``: the peak memory of this process while a block runs.
 
 Only the standard library is imported at load time (torch when autocast is asked for), so the command line
 can use these without loading torch.
@@ -14,17 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+import random
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["atomic_write", "replace_folder", "cpu_computes_bf16", "autocast_dtype", "autocast", "eval_mode",
-           "device_of"]
+           "device_of",
+           "device", "machine", "set_seed", "jsonable", "PeakRSS"]
 
 
 def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[str], None]) -> Path:
@@ -119,3 +126,93 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 def device_of(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (bertbook models keep all weights on one device)."""
     return next(model.parameters()).device
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device() -> torch.device:
+    """The fastest device here: CUDA if present, else CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def machine() -> str:
+    """A one-line description of this machine, for result tables."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    cores = os.cpu_count() or 1
+    return f"{platform.machine()} CPU, {cores} cores ({platform.system()})"
+
+
+def jsonable(x: Any) -> Any:
+    """``json.dump``'s ``default=``: NumPy numbers and arrays as plain numbers and lists, paths as strings."""
+    import numpy as np
+
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (np.ndarray,)):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+class PeakRSS:
+    """Peak resident memory (RSS) of this process while the block runs, sampled every ``every_s`` seconds.
+
+    ``with PeakRSS() as mem: ...`` then ``mem.peak_mb`` (the highest RSS seen) and ``mem.extra_mb`` (that
+    peak minus the RSS at the start: what the block needed on top). RSS counts everything the process holds
+    (Python, torch, the data), not only tensors; freed memory the allocator keeps is still counted.
+    """
+
+    def __init__(self, every_s: float = 0.02) -> None:
+        self.every_s = every_s
+        self.start_mb = self.peak_mb = 0.0
+        self._stop = None
+
+    @staticmethod
+    def rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:  # not Linux: the lifetime peak is the best we can read
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+    def __enter__(self) -> "PeakRSS":
+        import threading
+
+        self.start_mb = self.peak_mb = self.rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+    @property
+    def extra_mb(self) -> float:
+        return self.peak_mb - self.start_mb
+
+

@@ -4,8 +4,8 @@ Concept modules return data; this module turns it into HTML that a notebook disp
 a string (as bertviz's ``html_action='return'`` does). Read top to bottom in two parts:
 
 1. **Highlighted text.** ``mask_preview`` masks one text and shows the chosen tokens in ``MASK_COLOURS``
-   (notebook 04; ``mask_legend`` names the colours); ``answer_html`` highlights an answer in its paragraph
-   (notebook 08).
+   (notebook 04; ``mask_legend`` names the colours); ``attention_html`` shades words by a weight (notebook
+   06); ``answer_html`` highlights an answer in its paragraph (notebook 08).
 2. **bertviz views, offline** (notebook 07). ``head_view``, ``model_view`` and ``neuron_view`` (Vig 2019, "A
    Multiscale Visualization of Attention in the Transformer Model") render with bertviz's own JavaScript
    templates, but instead of fetching require.js, d3 and jQuery from a CDN, every view carries the copies
@@ -41,6 +41,7 @@ __all__ = [
     "mask_preview",
     "mask_legend",
     "answer_html",
+    "attention_html",
     "View",
     "head_view",
     "model_view",
@@ -107,6 +108,19 @@ def mask_legend() -> str:
     """The key to ``mask_preview``'s colours, as HTML: [MASK], ~random~ and _kept_, each in its colour."""
     names = {"mask": "[MASK]", "random": "~random~", "kept": "_kept_"}
     return ", ".join(f"<b style='color:{MASK_COLOURS[k]}'>{names[k]}</b>" for k in MASK_COLOURS)
+
+
+def attention_html(words: Sequence[str], weights: Sequence[float]) -> str:
+    """Words on a background whose strength is the weight (the largest weight is full colour): the [CLS]
+    token's attention over a review in notebook 06's "try it" panel."""
+    import numpy as np
+
+    weights = np.asarray(weights, dtype=float)
+    top = weights.max() if len(weights) and weights.max() > 0 else 1.0
+    spans = [f'<span title="{w:.3f}" style="background: rgba(214, 39, 40, {w / top:.2f}); padding: 1px 2px; '
+             f'margin: 1px; border-radius: 3px; display: inline-block">{html.escape(t)}</span>'
+             for t, w in zip(words, weights)]
+    return '<div style="line-height: 1.9; font-family: sans-serif">' + " ".join(spans) + "</div>"
 
 
 def answer_html(context: str, result: dict) -> str:

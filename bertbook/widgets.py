@@ -31,7 +31,7 @@ from .attention_maps import AttentionData, attention_data, classify_heads, cls_r
 from .config import ConfigError
 from .course import size_text
 from .experiments import plot_runs, run_experiment
-from .finetune import describe
+from .classifier import describe
 from .tokenizer import explorer_rows
 from .train import History
 from .views import MAX_SEED, answer_html, mask_legend, mask_preview
@@ -525,7 +525,7 @@ def lora_panel(preset, task: str = "sst2", init: str = "pretrained", reference: 
 
     from .config import LORA_TARGETS
     from .efficient import comparison_preset, lora_parameters, method_from_preset, run_efficient
-    from .finetune import build_classifier
+    from .classifier import build_classifier
 
     P = comparison_preset(preset)
     points = points if points is not None else []

@@ -179,7 +179,7 @@ def summary_markdown(report: dict) -> str:
                       f"(F1 {fin['f1']:.3f}) on {fin['test_examples']:,} test reviews."]
     base = st.get("baselines", {}).get("result")
     if base:
-        from bertbook.finetune import render_markdown
+        from bertbook.results import render_markdown
 
         lines += ["", "The same reviews and settings: bag of words, and the model from random initialisation.",
                   "", render_markdown(base).rstrip()]

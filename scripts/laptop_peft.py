@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from bertbook import efficient as E
+from bertbook import results as R
 from bertbook.config import get_preset
-from bertbook.finetune import jsonable
-from bertbook.utils import atomic_write
+from bertbook.utils import atomic_write, jsonable
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = "/tmp/bertbook-cpu.lock"  # one heavy job at a time on a shared machine
@@ -37,8 +36,8 @@ def machine() -> str:
 
 def one_row(preset: str, task: str, init: str, index: int) -> dict:
     P = get_preset(preset)
-    method = E.comparison_methods(P)[index]
-    row = E.comparison_row(P, task, init, method, verbose=False)
+    method = R.comparison_methods(P)[index]
+    row = R.comparison_row(P, task, init, method, verbose=False)
     import torch
 
     return {**row, "method_settings": method.to_dict(), "torch_threads": torch.get_num_threads()}
@@ -62,7 +61,7 @@ def main() -> int:
     have = {(r["task"], r["model"], r["label"]) for r in done}
     rows = list(done)
     rows_to_run = [(task, init, i, method) for task in TASKS for init in INITS  # SST-2 first: the quick task
-                   for i, method in enumerate(E.comparison_methods(P))]
+                   for i, method in enumerate(R.comparison_methods(P))]
     for task, init, i, method in rows_to_run:
         if (task, init, method.label) in have:
             continue
@@ -85,7 +84,7 @@ def main() -> int:
                   "settings": P.efficient.__dict__ | {"epochs": P.finetune.epochs},
                   "rows": rows}
         atomic_write(out, json.dumps(report, indent=2, default=jsonable) + "\n")
-    print(E.render_comparison(rows))
+    print(R.render_comparison(rows))
     return 0
 
 

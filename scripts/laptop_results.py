@@ -44,7 +44,7 @@ def pretrain_stage(out: Path) -> dict:
 
     from bertbook import corpus, evaluate, train, utils
     from bertbook.config import get_preset
-    from bertbook.course import device, machine
+    from bertbook.utils import device, machine
     from bertbook.masking import MaskVocab
     from bertbook.model import BertForPreTraining
     from bertbook.paths import artifacts_dir

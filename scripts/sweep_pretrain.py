@@ -86,7 +86,7 @@ def run_one(name: str, steps: int, eval_every: int) -> dict:
     from bertbook import evaluate, train
     from bertbook.config import get_preset
     from bertbook.corpus import EVAL_SETS, corpus_cache, eval_batches, eval_text
-    from bertbook.course import machine
+    from bertbook.utils import machine
     from bertbook.masking import MaskVocab
     from bertbook.tokenizer import get_tokenizer
 

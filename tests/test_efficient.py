@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bertbook import efficient as E
+from bertbook import efficient as E, peft_check as PC, results as R
 from bertbook.config import get_preset
 from bertbook.model import BertForSequenceClassification
 
@@ -37,7 +37,7 @@ def test_lora_equals_peft_merged_and_unmerged(targets):
     model = _model()
     E.apply_method(model, E.Method("lora", r=4, alpha=8.0, targets=targets))
     _fill_lora_b(model)  # B = 0 would make every check trivially true
-    report = E.compare_with_peft(model, _batch())
+    report = PC.compare_with_peft(model, _batch())
     assert report["trainable_ours"] == report["trainable_peft"]
     assert report["unmerged"] < 1e-5 and report["merged_ours"] < 1e-5 and report["merged_both"] < 1e-5
 
@@ -136,11 +136,11 @@ def test_bad_settings_say_what_to_do():
 @pytest.mark.slow
 def test_save_holds_only_trained_tensors_and_loads_back(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTBOOK_ARTIFACTS", str(tmp_path / "artifacts"))
-    P = E.comparison_preset(get_preset("ci", **{"efficient.train_examples": 32, "efficient.test_examples": 32,
+    P = R.comparison_preset(get_preset("ci", **{"efficient.train_examples": 32, "efficient.test_examples": 32,
                                                  "finetune.val_examples": 16}))
     method = E.Method("lora", r=2, alpha=4.0)
     out = tmp_path / "lora-model"
-    rec = E.run_efficient(P, "sst2", "pretrained", method, out=out, verbose=False)
+    rec = R.run_efficient(P, "sst2", "pretrained", method, out=out, verbose=False)
     model = rec["_run"]["model"]
     saved = E.load_efficient(out)[0]
     from safetensors.torch import load_file
@@ -191,7 +191,7 @@ def test_cli_finetune_peft_end_to_end(artifacts, tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--peft", "lora", "--lora-r", "0"], "LoRA rank must be a positive integer"),
     (["--peft", "lora", "--lora-targets", "query,dense"], "unknown LoRA target dense"),
-    (["--peft", "lora", "--init", "no/such/folder"], "not 'random', 'pretrained', 'minilm'"),
+    (["--peft", "lora", "--init", "no/such/folder"], "not 'random', 'pretrained', 'reference', 'minilm'"),
 ])
 def test_cli_finetune_peft_refuses_bad_input(artifacts, tmp_path, capsys, extra, message):
     from bertbook import cli
@@ -241,4 +241,4 @@ def test_peft_check_refuses_a_model_transformers_cannot_hold():
     model = _model("pre")
     E.apply_method(model, E.Method("lora", r=2))
     with pytest.raises(ValueError, match="post-LayerNorm"):
-        E.compare_with_peft(model, _batch())
+        PC.compare_with_peft(model, _batch())

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bertbook import data
-from bertbook import finetune as F
+from bertbook import classifier as C, finetune as F, results as R
 from bertbook.baselines import bag_of_words
 from bertbook.config import ModelConfig, get_preset
 from bertbook.model import BertForPreTraining, BertForSequenceClassification
@@ -160,26 +160,26 @@ def test_save_load_round_trip_and_no_silent_overwrite(tmp_path, minilm_tokenizer
     tok = minilm_tokenizer
     model = tiny_model(len(tok)).eval()
     info = {"kind": "bertbook", "max_length": 32, "truncation": "head", "label_names": ["negative", "positive"]}
-    out = F.save_finetuned(tmp_path / "m", model, tok, info)
-    again, tok2, info2 = F.load_finetuned(out)
+    out = C.save_finetuned(tmp_path / "m", model, tok, info)
+    again, tok2, info2 = C.load_finetuned(out)
     texts = ["a fine, moving film", "dull and far too long"]
-    assert F.classify(again, tok2, texts, info2) == F.classify(model, tok, texts, info)
+    assert C.classify(again, tok2, texts, info2) == C.classify(model, tok, texts, info)
     with pytest.raises(FileExistsError, match="overwrite"):
-        F.save_finetuned(out, model, tok, info)
+        C.save_finetuned(out, model, tok, info)
     with pytest.raises(FileNotFoundError, match="finetune"):
-        F.load_finetuned(tmp_path)
+        C.load_finetuned(tmp_path)
 
 
 def test_describe_shows_label_probability_and_cls_attention(minilm_tokenizer):
     tok = minilm_tokenizer
     model = tiny_model(len(tok)).eval()
     info = {"kind": "bertbook", "max_length": 32, "truncation": "head"}
-    d = F.describe(model, tok, info, "An unforgettable performance")
+    d = C.describe(model, tok, info, "An unforgettable performance")
     assert d["label"] in ("negative", "positive") and 0.5 <= d["probability"] <= 1
     assert d["words"] == ["[CLS]", "an", "unforgettable", "performance", "[SEP]"]  # word pieces glued back
     assert sum(d["weights"]) == pytest.approx(1.0, abs=1e-5) and "unforgettable" in d["html"]
     with pytest.raises(ValueError, match="empty"):
-        F.describe(model, tok, info, "   ")
+        C.describe(model, tok, info, "   ")
 
 
 def test_checkpoint_from_another_config_is_refused(artifacts, tmp_path):
@@ -187,7 +187,7 @@ def test_checkpoint_from_another_config_is_refused(artifacts, tmp_path):
                         intermediate_size=64, max_position_embeddings=64)
     BertForPreTraining(other).save_pretrained(tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"another model config.*hidden_size 32 \(checkpoint\)"):
-        F.build_classifier(P, tmp_path / "ckpt", verbose=False)
+        C.build_classifier(P, tmp_path / "ckpt", verbose=False)
 
 
 def test_minilm_fine_tunes_at_its_own_learning_rate(ci_tokenizer, monkeypatch):
@@ -198,11 +198,11 @@ def test_minilm_fine_tunes_at_its_own_learning_rate(ci_tokenizer, monkeypatch):
     Q = P.override(**{"finetune.minilm_learning_rate": 2e-5, "finetune.minilm_max_length": 16})
     used = []
     real = F.fine_tune
-    monkeypatch.setattr(F, "fine_tune", lambda model, train, val, cfg, **kw: used.append(cfg.learning_rate)
+    monkeypatch.setattr(R, "fine_tune", lambda model, train, val, cfg, **kw: used.append(cfg.learning_rate)
                         or real(model, train, val, cfg, **kw))
     monkeypatch.setattr("bertbook.tokenizer.get_tokenizer", lambda preset: ci_tokenizer)
-    minilm = F.run_finetune(Q, "sst2", "minilm", data=splits, verbose=False).record
-    scratch = F.run_finetune(Q, "sst2", "random", data=splits, verbose=False).record
+    minilm = R.run_finetune(Q, "sst2", "minilm", data=splits, verbose=False).record
+    scratch = R.run_finetune(Q, "sst2", "random", data=splits, verbose=False).record
     assert used == [2e-5, P.finetune.learning_rate]
     assert minilm["learning_rate"] == 2e-5 and scratch["learning_rate"] == P.finetune.learning_rate
 
@@ -210,7 +210,7 @@ def test_minilm_fine_tunes_at_its_own_learning_rate(ci_tokenizer, monkeypatch):
 # --- baseline, results table, command line ---------------------------------------------------------------
 
 def test_bag_of_words_beats_chance_on_a_small_slice():
-    splits = F.task_data(P.override(**{"finetune.train_examples": 400, "finetune.test_examples": 200}), "imdb")
+    splits = R.task_data(P.override(**{"finetune.train_examples": 400, "finetune.test_examples": 200}), "imdb")
     bow = bag_of_words(*splits["train"], *splits["validation"], Cs=(1.0, 16.0))
     test_texts, test_labels = splits["test"]
     acc = F.classification_metrics(test_labels, bow.predict_proba(test_texts).argmax(axis=1))["accuracy"]
@@ -218,11 +218,11 @@ def test_bag_of_words_beats_chance_on_a_small_slice():
 
 
 def test_results_table_row_and_markdown():
-    rows = F.results_table(P, tasks=("imdb",), rows=("bow",), verbose=False)
+    rows = R.results_table(P, tasks=("imdb",), rows=("bow",), verbose=False)
     (row,) = rows
     assert row["preset"] == "ci" and row["train_examples"] == P.finetune.train_examples
     assert row["rt_accuracy"] is not None and row["machine"] and row["seconds"] >= 0
-    md = F.render_markdown(rows)
+    md = R.render_markdown(rows)
     assert md.count("\n") == 3 and "| imdb | bag of words" in md and "| ci |" in md
 
 
@@ -239,7 +239,7 @@ def test_cli_finetune_then_predict_end_to_end(artifacts, tmp_path):
     record = json.loads(run.stdout.strip().splitlines()[-1])
     assert record["task"] == "sst2" and record["preset"] == "ci" and 0 <= record["accuracy"] <= 1
     assert record["train_examples"] == P.finetune.train_examples and "f1" in record
-    assert json.loads((out / F.INFO_NAME).read_text())["kind"] == "bertbook"
+    assert json.loads((out / C.INFO_NAME).read_text())["kind"] == "bertbook"
     pred = _cli("predict", "--model", str(out), "a gorgeous, heartfelt film", env=env)
     assert pred.returncode == 0, pred.stderr
     label, prob = pred.stdout.strip().splitlines()[-1].split("\t")
@@ -281,7 +281,7 @@ def test_predict_names_each_damaged_or_missing_file(tmp_path, minilm_tokenizer, 
 
     info = {"kind": "bertbook", "max_length": 32, "truncation": "head", "task": "sst2", "init": "random",
             "preset": "ci", "label_names": ["negative", "positive"]}
-    good = F.save_finetuned(tmp_path / "good", tiny_model(len(minilm_tokenizer)), minilm_tokenizer, info)
+    good = C.save_finetuned(tmp_path / "good", tiny_model(len(minilm_tokenizer)), minilm_tokenizer, info)
     monkeypatch.setattr(sys, "stdin", io.StringIO("a fine film\nawful\n"))  # no text given: standard input
     assert main(["predict", "--model", str(good)]) == 0
     assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == ["a fine film", "awful"]
@@ -292,10 +292,10 @@ def test_predict_names_each_damaged_or_missing_file(tmp_path, minilm_tokenizer, 
              ("tokenizer.json", half, "is damaged (not valid JSON"),
              ("tokenizer.json", lambda b: b'{"version": "1.0"}', "is damaged (unreadable"),
              ("tokenizer_config.json", lambda b: b"[]", "is damaged (a JSON list"),
-             (F.INFO_NAME, half, "is damaged (not valid JSON"),
+             (C.INFO_NAME, half, "is damaged (not valid JSON"),
              ("model.safetensors", None, "is missing"),
              ("tokenizer.json", None, "is missing"),
-             (F.INFO_NAME, None, f"is not a fine-tuned model (no {F.INFO_NAME})")]
+             (C.INFO_NAME, None, f"is not a fine-tuned model (no {C.INFO_NAME})")]
     for i, (name, damage, problem) in enumerate(cases):
         folder = shutil.copytree(good, tmp_path / f"case{i}")
         if damage is None:
@@ -305,7 +305,7 @@ def test_predict_names_each_damaged_or_missing_file(tmp_path, minilm_tokenizer, 
         assert main(["predict", "--model", str(folder), "a fine film"]) == 2, name
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err.count("\n") == 1, captured.err
-        where = folder if name == F.INFO_NAME and damage is None else folder / name
+        where = folder if name == C.INFO_NAME and damage is None else folder / name
         assert captured.err.startswith(f"error: {where} {problem}"), captured.err
         assert f"--out {folder}" in captured.err, captured.err  # what to do: make it again
     # any command: a CheckpointError becomes the message and exit status 2; other errors stay tracebacks
@@ -354,9 +354,9 @@ def test_mean_pooled_classifier_saves_and_loads_its_pooling(tmp_path):
 
 def test_each_starting_point_has_its_own_learning_rate():
     cfg = dataclasses.replace(P.finetune, learning_rate=1e-3, pretrained_learning_rate=3e-4, minilm_learning_rate=5e-5)
-    assert F.learning_rate_for(cfg, {"kind": "bertbook"}) == 1e-3
-    assert F.learning_rate_for(cfg, {"kind": "bertbook", "checkpoint": "x"}) == 3e-4
-    assert F.learning_rate_for(cfg, {"kind": "transformers"}) == 5e-5
+    assert R.learning_rate_for(cfg, {"kind": "bertbook"}) == 1e-3
+    assert R.learning_rate_for(cfg, {"kind": "bertbook", "checkpoint": "x"}) == 3e-4
+    assert R.learning_rate_for(cfg, {"kind": "transformers"}) == 5e-5
 
 
 def test_seeded_row_chooses_pooling_on_validation_and_reports_spread(ci_tokenizer, monkeypatch, tmp_path):
@@ -364,7 +364,7 @@ def test_seeded_row_chooses_pooling_on_validation_and_reports_spread(ci_tokenize
     split = lambda xs: ([x["text"] for x in xs], [x["label"] for x in xs])  # noqa: E731
     splits = {"train": split(items[:48]), "validation": split(items[48:72]), "test": split(items[72:])}
     monkeypatch.setattr("bertbook.tokenizer.get_tokenizer", lambda preset: ci_tokenizer)
-    rec = F.seeded_row(P, "sst2", "random", splits, seeds=3, poolings=("cls", "mean"),
+    rec = R.seeded_row(P, "sst2", "random", splits, seeds=3, poolings=("cls", "mean"),
                        learning_rates=(1e-3, 3e-4), out=tmp_path / "m", verbose=False)
     assert rec["seeds"] == [0, 1, 2] and len(rec["runs"]) == 3
     tried = [(c["pooling"], c["learning_rate"]) for c in rec["choice"]]
@@ -375,7 +375,7 @@ def test_seeded_row_chooses_pooling_on_validation_and_reports_spread(ci_tokenize
     accs = [r["accuracy"] for r in rec["runs"]]
     assert rec["accuracy"] == pytest.approx(np.mean(accs))
     assert rec["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
-    assert (tmp_path / "m" / F.INFO_NAME).is_file()
-    again = F.seeded_row(P, "sst2", "random", splits, seeds=1, out=tmp_path / "m", verbose=False)
+    assert (tmp_path / "m" / C.INFO_NAME).is_file()
+    again = R.seeded_row(P, "sst2", "random", splits, seeds=1, out=tmp_path / "m", verbose=False)
     assert again["path"] == str(tmp_path / "m")  # the row's folder is replaced by the next run of the table
-    assert "± " in F.render_markdown([rec]) and "(n=3)" in F.render_markdown([rec])
+    assert "± " in R.render_markdown([rec]) and "(n=3)" in R.render_markdown([rec])

@@ -76,7 +76,7 @@ def test_conversion_errors_say_what_is_wrong():
 
 @pytest.fixture(scope="module")
 def minilm():
-    from bertbook.pretrained import load_minilm
+    from bertbook.minilm import load_minilm
 
     return load_minilm("base")[0].eval()
 
@@ -94,7 +94,7 @@ def test_minilm_weights_transformers_to_bertbook(minilm, kind):
 
 
 def test_minilm_real_sentence(minilm):
-    from bertbook.pretrained import load_minilm_tokenizer
+    from bertbook.minilm import load_minilm_tokenizer
 
     tok = load_minilm_tokenizer()
     batch = tok(["The cat sat on the mat.", "A much longer sentence, padded to the same length as the other."],

@@ -80,7 +80,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def minilm():
-    from bertbook.pretrained import load_minilm
+    from bertbook.minilm import load_minilm
 
     return load_minilm()
 
@@ -222,7 +222,7 @@ def test_attention_data_errors(tiny_model):
 
 
 def test_sdpa_model_gets_a_clear_message():
-    from bertbook.pretrained import load_minilm
+    from bertbook.minilm import load_minilm
 
     model, tok = load_minilm(attn_implementation="sdpa")
     with pytest.raises(ValueError, match="eager"):

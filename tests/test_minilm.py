@@ -1,4 +1,4 @@
-"""bertbook.pretrained: all-MiniLM-L6-v2 loads offline, returns attentions, and its tokenizer neither
+"""bertbook.minilm: all-MiniLM-L6-v2 loads offline, returns attentions, and its tokenizer neither
 truncates nor pads unless asked."""
 
 import os
@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from bertbook.pretrained import INSTALL_COMMAND, load_minilm, load_minilm_tokenizer, minilm_path
+from bertbook.minilm import INSTALL_COMMAND, load_minilm, load_minilm_tokenizer, minilm_path
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_loads_offline_in_a_fresh_process():
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     code = textwrap.dedent("""
-        from bertbook.pretrained import load_minilm
+        from bertbook.minilm import load_minilm
         model, tok = load_minilm("sequence-classification", num_labels=2)
         print(type(model).__name__, model.config._attn_implementation, len(tok))
     """)
@@ -132,12 +132,12 @@ def test_expected_load_report_is_silent_and_a_surprise_is_explained(capfd):
 
     from transformers import BertForSequenceClassification
 
-    from bertbook import pretrained
+    from bertbook import minilm
 
     capfd.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing expected may warn
-        for task in pretrained.TASKS:
+        for task in minilm.TASKS:
             load_minilm(task)
     err = capfd.readouterr().err
     assert "LOAD REPORT" not in err and "MISSING" not in err and "were not initialized" not in err
@@ -145,4 +145,4 @@ def test_expected_load_report_is_silent_and_a_surprise_is_explained(capfd):
     kwargs = {"local_files_only": True, "attn_implementation": "eager", "num_labels": 2}
     with pytest.warns(UserWarning, match=r"missing, so randomly initialised: classifier\.bias, classifier\.weight"
                                          r".*reinstall"):
-        pretrained._from_pretrained(BertForSequenceClassification, kwargs, (), ())
+        minilm._from_pretrained(BertForSequenceClassification, kwargs, (), ())
