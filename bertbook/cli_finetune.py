@@ -211,7 +211,8 @@ def cli_predict(argv: list[str]) -> int:
     if empty:  # a label for nothing would look like an answer
         many = len(empty) > 1
         which = ("lines " if many else "line ") if source else ("texts " if many else "text ")
-        which += ", ".join(map(str, empty[:5])) + (" ..." if len(empty) > 5 else "") + (f" of {where}" if source else "")
+        which += ", ".join(map(str, empty[:5])) + (" ..." if len(empty) > 5 else "")
+        which += f" of {where}" if source else ""
         print(f"error: {which} {'are' if many else 'is'} empty or only whitespace, so there is nothing to classify; "
               f"no label was given for any text. Give every text some words"
               + (" (remove the empty lines)." if source else "."), file=sys.stderr)
@@ -313,7 +314,9 @@ def cli_results(argv: list[str]) -> int:
     curve: list[dict] = []
 
     def write() -> str:
-        text = R.render_markdown(rows) + (f"\nMiniLM learning curve (IMDB)\n\n{R.render_markdown(curve)}" if curve else "")
+        text = R.render_markdown(rows)
+        if curve:
+            text += f"\nMiniLM learning curve (IMDB)\n\n{R.render_markdown(curve)}"
         if args.out is not None:  # rewritten after every row, so a long run keeps what it finished
             if args.out.suffix == ".json":
                 atomic_write(args.out, json.dumps({"results": rows, "learning_curve": curve}, indent=2,

@@ -22,7 +22,8 @@ from .checkpoint import CheckpointError, load_exact
 from .config import ModelConfig
 from .minilm import load_minilm
 
-__all__ = ["hf_name", "hf_prelayernorm_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report", "format_report", "TOLERANCE", "MODEL_TYPES"]
+__all__ = ["hf_name", "hf_prelayernorm_name", "to_hf_config", "from_hf_config", "to_hf", "from_hf", "parity_report",
+           "format_report", "TOLERANCE", "MODEL_TYPES"]
 
 TOLERANCE = 1e-5  # largest absolute difference accepted in float32
 MODEL_TYPES = ("BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification",
@@ -350,8 +351,9 @@ def _minilm_hf(kind: str, num_labels: int, _cache: dict = {}):  # noqa: B006 (a 
     return hf
 
 
-def parity_report(weights: tuple[str, ...] = ("random", "random-pre-ln", "minilm"), models: tuple[str, ...] = MODEL_TYPES,
-                  device: str = "cpu", seed: int = 0, config: ModelConfig | None = None) -> list[dict[str, Any]]:
+def parity_report(weights: tuple[str, ...] = ("random", "random-pre-ln", "minilm"),
+                  models: tuple[str, ...] = MODEL_TYPES, device: str = "cpu", seed: int = 0,
+                  config: ModelConfig | None = None) -> list[dict[str, Any]]:
     """One row per (weights, model, padding) with the largest absolute difference of each output.
 
     ``random``: a bertbook model with random weights is converted to `transformers` (bertbook -> HF).

@@ -17,9 +17,9 @@ reproducible. *Whole-word masking* chooses words instead of word pieces: a word 
 - ``sop``: sentence-order prediction (ALBERT, Lan et al. 2020). A and B are always consecutive; they come in
   their original order (label 0) or swapped (label 1). Two classes; harder, because topic gives it away
   no more.
-- ``msc``: the source article's "masked sentence classification": shuffle k consecutive segments and predict
-  which of the k! permutations was applied (as ERNIE 2.0's sentence-reordering task, Sun et al. 2020).
-  k! classes; the loss is -log p(pi), the article's formula. BERT itself never used it.
+- ``msc``: the source article's "masked sequence classification" (掩码句子分类器): shuffle k consecutive
+  segments and predict which of the k! permutations was applied (as ERNIE 2.0's sentence-reordering task,
+  Sun et al. 2020). k! classes; the loss is -log p(pi), the article's formula. BERT itself never used it.
 
 Each is a plain classification with cross-entropy (:func:`sentence_loss`). Batches use the
 Hugging Face keys ``input_ids``, ``token_type_ids``, ``labels`` (-100 = not predicted) and

@@ -25,8 +25,8 @@ from .config import Preset
 from .data import label_names
 from .model import ModelOutput
 
-__all__ = ["MARKERS", "RELATIONS", "mark", "task_data", "prepare", "RelationHead", "make_head", "featurize", "predict_proba",
-           "relation_of", "semeval_scores", "evaluate", "predict"]
+__all__ = ["MARKERS", "RELATIONS", "mark", "task_data", "prepare", "RelationHead", "make_head", "featurize",
+           "predict_proba", "relation_of", "semeval_scores", "evaluate", "predict"]
 
 MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
 _TAG = re.compile(r"</?e[12]>")

@@ -238,7 +238,8 @@ def summarize_seeds(runs: Sequence[dict], candidates: Sequence[dict] = ()) -> di
     return rec
 
 
-def results_table(P: Preset, tasks: Sequence[str] = TASKS, rows: Sequence[str] = ("bow", "random", "pretrained", "minilm"),
+def results_table(P: Preset, tasks: Sequence[str] = TASKS,
+                  rows: Sequence[str] = ("bow", "random", "pretrained", "minilm"),
                   reuse: Sequence[dict] = (), verbose: bool = True, seeds: int = 1,
                   poolings: Sequence[str] = (), learning_rates: dict[str, Sequence[float]] | None = None) -> list[dict]:
     """The results table on the current preset: one row per (task, model). Taught in notebook 06.
@@ -274,7 +275,8 @@ def results_table(P: Preset, tasks: Sequence[str] = TASKS, rows: Sequence[str] =
                 raise ValueError(f"unknown row {row!r}: choose from {', '.join(MODEL_NAMES)}.")
             table.append(rec)
             if verbose:
-                spread = f" ± {rec['accuracy_std']:.3f} over {len(rec['seeds'])} seeds" if rec.get("accuracy_std") else ""
+                std = rec.get("accuracy_std")
+                spread = f" ± {std:.3f} over {len(rec['seeds'])} seeds" if std else ""
                 print(f"    test accuracy {rec['accuracy']:.3f}{spread}, F1 {rec['f1']:.3f} in {rec['seconds']:.0f} s",
                       flush=True)
     return table

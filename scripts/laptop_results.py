@@ -10,7 +10,8 @@ unigram baseline on the same masked tokens, and asks it to fill in the blanks of
 pretrained --random-lrs 3e-4 1e-3 --pretrained-lrs 1e-4 3e-4 1e-3`` (pooling and learning rate chosen on
 the first seed's validation accuracy), with MiniLM's rows and learning curve added from the earlier
 run of the same command in ``results/laptop_results_minilm_2026-11-28.json`` (they do not depend on our
-pretraining, and cost 40 minutes of CPU to remeasure). Artifacts go to ``$BERTBOOK_ARTIFACTS`` (default ``build/laptop-results``, git-ignored).
+pretraining, and cost 40 minutes of CPU to remeasure). Artifacts go to ``$BERTBOOK_ARTIFACTS`` (default
+``build/laptop-results``, git-ignored).
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ def test_cli_finetune_and_predict_end_to_end(task, shared_artifacts, tmp_path, c
     text = {"semeval": "The <e1>cup</e1> held <e2>tea</e2>.",
             "squad": "The Broncos beat the Panthers 24-10 in Super Bowl 50 in Santa Clara."}.get(
         task, "Angela Merkel visited Paris in 2019.")
-    args = ["predict", "--model", str(out), text] + (["--question", "Who won Super Bowl 50?"] if task == "squad" else [])
+    question = ["--question", "Who won Super Bowl 50?"] if task == "squad" else []
+    args = ["predict", "--model", str(out), text] + question
     assert cli.main(args) == 0
     answer = json.loads(capsys.readouterr().out.strip())
     if task == "semeval":

@@ -241,7 +241,8 @@ def test_experiments_and_panel_logic(P):
         experiments.experiment_settings(P, steps=P.pretrain.max_steps + 1)
     assert experiments.experiment_length(P.override(**{"pretrain.max_steps": 1500})) == {"pretrain.max_steps": 150,
                                                                                    "pretrain.time_budget_s": 0.0}
-    assert experiments.experiment_length(P.override(**{"pretrain.time_budget_s": 600.0})) == {"pretrain.time_budget_s": 60.0}
+    long_run = P.override(**{"pretrain.time_budget_s": 600.0})
+    assert experiments.experiment_length(long_run) == {"pretrain.time_budget_s": 60.0}
     run = experiments.run_experiment(P, learning_rate=3e-3, width=32, heads=2, steps=4, mask_prob=0.3)
     assert run["label"] == "lr=0.003, mask=0.3, A=2, H=32, steps=4"
     assert len(run["history"].train) == 4 and run["history"].last_eval("gutenberg") is not None

@@ -157,7 +157,8 @@ def test_mask_seed_is_validated(artifacts, capsys):
 
 def _history(steps: int = 6) -> train.History:
     h = train.History()
-    h.train = [{"kind": "train", "step": s, "loss": 7.0 - s / 10, "mlm_loss": 7.0 - s / 10} for s in range(1, steps + 1)]
+    h.train = [{"kind": "train", "step": s, "loss": 7.0 - s / 10, "mlm_loss": 7.0 - s / 10}
+               for s in range(1, steps + 1)]
     h.eval = [{"kind": "eval", "step": steps, "name": name, "loss": 6.5} for name in ("gutenberg", "wikitext-2")]
     return h
 
