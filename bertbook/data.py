@@ -14,6 +14,9 @@ Read top to bottom, a family at a time:
 - sentence classification: :func:`load_classification`, :func:`label_names`;
 - named entities: :func:`load_ner`; relations: :func:`load_semeval`; question answering: :func:`load_squad`;
 - evaluation text: :func:`load_wikitext2`.
+
+The datasets whose answer is text (Tatoeba English-Mandarin pairs, SciTLDR-A summaries, DailyDialog
+dialogues; notebook 10) have their readers in :mod:`bertbook.data_generation`.
 """
 
 from __future__ import annotations

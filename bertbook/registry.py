@@ -21,7 +21,8 @@ layout and verifies every checksum before the folder becomes visible.
 
 Read top to bottom: the manifest (:func:`names`, :func:`info`); finding and verifying a dataset
 (:func:`find`, :func:`sha256_file`, :func:`verified_files`, :func:`status`); downloading (:func:`download`,
-with the converters :func:`convert_aclimdb`, :func:`clean_gutenberg` and :func:`shard_books`).
+with the converters :func:`convert_aclimdb`, :func:`clean_gutenberg` and :func:`shard_books`, and the
+``gzip -9 -n`` rebuild of files that are kept gzipped, such as SQuAD's dev set and Tatoeba's pairs).
 """
 
 from __future__ import annotations
@@ -367,29 +368,50 @@ def _build_gutenberg(entry: dict, out: Path, fetch: Fetch) -> None:
               file=sys.stderr)
 
 
-def _build_squad(entry: dict, out: Path, fetch: Fetch) -> None:
-    """The official SQuAD v1.1 files: each checked against its SHA-256, the dev set gzipped as the reference
-    (``gzip -9 -n``: no name, no time, so the bytes are reproducible), the train set kept as it is."""
+def _fetch_original(spec: dict, dest: Path, fetch: Fetch) -> None:
+    """Fetch an original file (``spec``: url, sha256, size) and check its SHA-256 before anything is built
+    from it, so that a source that changed is named as such."""
+    fetch(spec["url"], dest)
+    actual = sha256_file(dest)
+    if actual != spec["sha256"]:
+        raise DataError(f"{spec['url']} has SHA-256 {actual}, expected {spec['sha256']}: the file changed at "
+                        f"its source, so nothing was installed.", path=dest,
+                        expected_sha256=spec["sha256"], problem="download")
+
+
+def _gzip_n(path: Path) -> None:
+    """``gzip -9 -n path`` (no name, no time, so the bytes are reproducible): the GNU program, because
+    Python's zlib compresses to other bytes than the reference files were written with."""
     import subprocess
 
-    for rel, spec in entry["source"]["originals"].items():
-        fetch(spec["url"], out / rel)
-        actual = sha256_file(out / rel)
-        if actual != spec["sha256"]:
-            raise DataError(f"{spec['url']} has SHA-256 {actual}, expected {spec['sha256']}: the file changed at "
-                            f"its source, so nothing was installed.", path=out / rel,
-                            expected_sha256=spec["sha256"], problem="download")
     gzip_tool = shutil.which("gzip")
     if gzip_tool is None:
-        raise DataError("Rebuilding dev-v1.1.json.gz needs the gzip program (GNU gzip), which is not on PATH. "
-                        "Install it, or copy a verified squad-v1.1 folder and set BERTBOOK_DATA_DIR.",
-                        path=out / "dev-v1.1.json.gz", problem="download")
-    subprocess.run([gzip_tool, "-9", "-n", str(out / "dev-v1.1.json")], check=True)
+        raise DataError(f"Rebuilding {path.name}.gz needs the gzip program (GNU gzip), which is not on PATH. "
+                        f"Install it, or copy a verified copy of the dataset's folder and set BERTBOOK_DATA_DIR.",
+                        path=path.with_name(path.name + ".gz"), problem="download")
+    subprocess.run([gzip_tool, "-9", "-n", str(path)], check=True)
+
+
+def _build_squad(entry: dict, out: Path, fetch: Fetch) -> None:
+    """The official SQuAD v1.1 files: each checked against its SHA-256, the dev set gzipped as the reference
+    (``gzip -9 -n``), the train set kept as it is."""
+    for rel, spec in entry["source"]["originals"].items():
+        _fetch_original(spec, out / rel, fetch)
+    _gzip_n(out / "dev-v1.1.json")
+
+
+def _build_gzip(entry: dict, out: Path, fetch: Fetch) -> None:
+    """Files kept unchanged (``urls``) and originals stored gzipped (``originals``: each checked against its
+    SHA-256, then ``gzip -9 -n``), e.g. Tatoeba's ``cmn.txt`` -> ``cmn.txt.gz``."""
+    _build_files(entry, out, fetch)
+    for rel, spec in entry["source"]["originals"].items():
+        _fetch_original(spec, out / rel, fetch)
+        _gzip_n(out / rel)
 
 
 _BUILDERS: dict[str, Callable[[dict, Path, Fetch], None]] = {
     "files": _build_files, "aclimdb": _build_aclimdb, "gutenberg": _build_gutenberg,
-    "squad": _build_squad}
+    "squad": _build_squad, "gzip": _build_gzip}
 
 
 def download(name: str, *, dest_root: Path | None = None, fetch: Fetch | None = None,

@@ -50,7 +50,8 @@ def private_data(tmp_path, monkeypatch):
 
 def test_manifest_lists_every_dataset_with_licence_citation_and_checksums():
     assert registry.names() == ["gutenberg-small", "gutenberg-large", "imdb", "sst2", "rotten-tomatoes",
-                            "wikitext-2", "wikiann-en", "wnut17", "semeval2010-task8", "squad-v1.1"]
+                            "wikitext-2", "wikiann-en", "wnut17", "semeval2010-task8", "squad-v1.1",
+                            "tatoeba-cmn-eng", "scitldr", "dailydialog"]
     for name in registry.names():
         entry = registry.info(name)
         for key in ("folder", "description", "licence", "citation", "home", "files", "source"):
@@ -258,10 +259,10 @@ def test_cli_verifies_everything(capsys):
     out = capsys.readouterr().out
     for name in registry.names():
         assert name in out
-    assert "All 10 datasets present and verified" in out
+    assert "All 13 datasets present and verified" in out
     assert cli.cli_data(["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [r["state"] for r in report["datasets"]] == ["ok"] * 10
+    assert [r["state"] for r in report["datasets"]] == ["ok"] * 13
 
 
 def test_cli_fails_on_a_corrupt_file(private_data, capsys):
@@ -280,7 +281,7 @@ def test_module_command_runs():
     result = subprocess.run([sys.executable, "-m", "bertbook", "data", "--json"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert len(json.loads(result.stdout)["datasets"]) == 10
+    assert len(json.loads(result.stdout)["datasets"]) == 13
 
 
 def test_cli_download_offline_is_a_clear_error(private_data, monkeypatch, capsys):
