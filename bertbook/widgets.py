@@ -28,10 +28,12 @@ from typing import Any, Sequence
 import torch
 
 from .attention_maps import AttentionData, attention_data, classify_heads, cls_rows, head_scores, head_stats
-from .config import ConfigError
+from .classifier import build_classifier, describe
+from .config import LORA_TARGETS, ConfigError
 from .course import size_text
+from .efficient import lora_parameters, method_from_preset
 from .experiments import plot_runs, run_experiment
-from .classifier import describe
+from .results import comparison_preset, run_efficient
 from .tokenizer import explorer_rows
 from .train import History
 from .views import MAX_SEED, answer_html, mask_legend, mask_preview
@@ -522,10 +524,6 @@ def lora_panel(preset, task: str = "sst2", init: str = "pretrained", reference: 
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
-
-    from .config import LORA_TARGETS
-    from .efficient import comparison_preset, lora_parameters, method_from_preset, run_efficient
-    from .classifier import build_classifier
 
     P = comparison_preset(preset)
     points = points if points is not None else []

@@ -182,6 +182,21 @@ def test_describe_shows_label_probability_and_cls_attention(minilm_tokenizer):
         C.describe(model, tok, info, "   ")
 
 
+def test_try_it_panel_answers_every_text_an_empty_one_included(minilm_tokenizer):
+    from bertbook import widgets
+
+    tok = minilm_tokenizer
+    model = tiny_model(len(tok)).eval()
+    info = {"kind": "bertbook", "max_length": 32, "truncation": "head"}
+    panel = widgets.try_it(model, tok, info, "A wonderful film.")
+    box, result = panel.children[0], panel.children[2]
+    assert "with probability" in result.value and "wonderful" in result.value
+    box.value = "   "  # the verdict on the previous text must not stay on screen
+    assert "with probability" not in result.value and "empty" in result.value
+    box.value = "<script>alert(1)</script>"
+    assert "<script>" not in result.value  # typed text is shown escaped, never run
+
+
 def test_checkpoint_from_another_config_is_refused(artifacts, tmp_path):
     other = ModelConfig(vocab_size=500, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64)

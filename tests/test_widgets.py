@@ -198,3 +198,23 @@ def test_experiment_panel_says_what_it_waits_for(artifacts):
     assert cleared == [{"wait": False}]  # cleared now: wait=True would keep the old plot until a new one came
     controls["width"].value = 32
     assert "Settings changed" in status.value and "earlier runs" not in status.value
+
+
+def test_lora_panel_counts_the_trainable_parameters_as_the_sliders_move():
+    from bertbook.efficient import lora_parameters
+
+    P = get_preset("ci")
+    panel = widgets.lora_panel(P, "sst2", "minilm")
+    found = {type(w).__name__: w for w in _walk(panel)}
+    rank, count = found["IntSlider"], [w for w in _walk(panel) if isinstance(w, W.HTML)][0]
+    config = widgets.build_classifier(P, "minilm", verbose=False)[0].config
+    rank.value = 4
+    assert f"{lora_parameters(config, 4, P.efficient.lora_targets):,}" in count.value
+    found["SelectMultiple"].value = ()
+    assert "at least one target" in count.value
+
+
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
