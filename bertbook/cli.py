@@ -135,13 +135,16 @@ def cli_parity(argv: list[str]) -> int:
     """``python -m bertbook parity``: exit 1 if any output differs from transformers by more than the tolerance."""
     import torch
 
-    from . import hf
+    from . import electra, hf
 
     parser = argparse.ArgumentParser(prog="python -m bertbook parity",
-                                     description="Compare bertbook with transformers on random and MiniLM weights.")
+                                     description="Compare bertbook with transformers on random and MiniLM weights, "
+                                                 "and ELECTRA's discriminator and generator both ways.")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
-    parser.add_argument("--weights", nargs="+", default=["random", "random-pre-ln", "minilm"],
-                        choices=["random", "random-pre-ln", "minilm"])
+    parser.add_argument("--weights", nargs="+", default=["random", "random-pre-ln", "minilm", "electra"],
+                        choices=["random", "random-pre-ln", "minilm", "electra"],
+                        help="electra: bertbook's ELECTRA against ElectraForPreTraining and ElectraForMaskedLM "
+                             "(its own models; --models does not apply)")
     parser.add_argument("--models", nargs="+", default=list(hf.MODEL_TYPES), choices=list(hf.MODEL_TYPES))
     parser.add_argument("--tolerance", type=float, default=hf.TOLERANCE)
     parser.add_argument("--seed", type=int, default=0)
@@ -154,10 +157,14 @@ def cli_parity(argv: list[str]) -> int:
 
     transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars between the table rows
     torch.set_float32_matmul_precision("highest")  # true float32 on GPUs too (no TF32 shortcuts)
-    rows = hf.parity_report(tuple(args.weights), tuple(args.models), device=device, seed=args.seed)
+    bert_weights = tuple(w for w in args.weights if w != "electra")
+    rows = hf.parity_report(bert_weights, tuple(args.models), device=device, seed=args.seed) if bert_weights else []
+    if "electra" in args.weights:
+        rows += electra.parity_report(device=device, seed=args.seed)
     print(f"bertbook vs transformers, float32 on {device}: largest absolute difference per output")
     print("random: bertbook weights -> transformers; random-pre-ln: pre-LayerNorm bertbook -> transformers' "
-          "RobertaPreLayerNorm; minilm: MiniLM's weights transformers -> bertbook")
+          "RobertaPreLayerNorm; minilm: MiniLM's weights transformers -> bertbook; electra / electra-hf: "
+          "post-LayerNorm ELECTRA bertbook -> transformers / transformers -> bertbook")
     print(hf.format_report(rows, args.tolerance))
     bad = [r for r in rows if hf.worst(r) > args.tolerance or not r["round_trip"]]
     if bad:

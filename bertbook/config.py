@@ -153,6 +153,11 @@ class PretrainConfig:
     mask_prob: float = 0.15  # fraction of tokens chosen for prediction (BERT: 15%)
     whole_word_mask: bool = False  # choose whole words instead of single word pieces
     sentence_objective: str = "none"  # 'none', 'nsp', 'sop' or 'msc' (see notebook 04)
+    # 'mlm': predict the masked tokens (BERT); 'electra': a small generator fills the masked positions and the
+    # model learns to tell replaced tokens from original ones, at every position (notebook 11, bertbook.electra)
+    objective: str = "mlm"
+    generator_size: float = 0.25  # electra: the generator's width, heads and FFN as a fraction of the model's
+    rtd_weight: float = 50.0  # electra: lambda in loss = MLM(generator) + lambda * RTD(discriminator)
     precision: str = "auto"  # 'auto' (bf16 where the GPU or CPU computes it, else fp32), 'bf16' or 'fp32'
     compile: bool = False  # torch.compile the model (worth it on a GPU)
     eval_every: int = 100  # steps between evaluations
@@ -180,6 +185,17 @@ class PretrainConfig:
         _check(self.sentence_objective in ("none", "nsp", "sop", "msc"),
                f"pretrain.sentence_objective must be 'none', 'nsp', 'sop' or 'msc', "
                f"got {self.sentence_objective!r}.")
+        _check(self.objective in ("mlm", "electra"),
+               f"pretrain.objective must be 'mlm' (BERT's masked LM) or 'electra' (replaced-token detection, "
+               f"notebook 11), got {self.objective!r}.")
+        _check(isinstance(self.generator_size, (int, float)) and 0.0 < self.generator_size <= 1.0,
+               f"pretrain.generator_size must be in (0, 1]: the generator's width as a fraction of the model's "
+               f"(ELECTRA finds 1/4 to 1/2 best, e.g. 0.25), got {self.generator_size!r}.")
+        _check(isinstance(self.rtd_weight, (int, float)) and self.rtd_weight >= 0,
+               f"pretrain.rtd_weight must be >= 0 (ELECTRA uses 50), got {self.rtd_weight!r}.")
+        _check(self.objective != "electra" or self.sentence_objective == "none",
+               f"pretrain.objective='electra' trains no sentence objective: set pretrain.sentence_objective=none "
+               f"(got {self.sentence_objective!r}), or use pretrain.objective=mlm.")
         _check(self.precision in ("auto", "bf16", "fp32"),
                f"pretrain.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}.")
         _check(self.time_budget_s >= 0, f"pretrain.time_budget_s must be >= 0, got {self.time_budget_s}.")

@@ -33,6 +33,7 @@ from torch import nn
 
 from .config import get_preset
 from .corpus import EVAL_SETS, PretrainData, corpus_cache, eval_batches, eval_text, example_seed, tokenizer_hash
+from .electra import Electra, evaluate_electra
 from .utils import machine
 from .evaluate import evaluate_mlm
 from .masking import MaskVocab, num_sentence_labels
@@ -57,12 +58,16 @@ __all__ = ["TrainingDiverged", "build_model", "compute_loss", "train_step", "His
 def build_model(preset, vocab_size: int):
     """The model pretrained by notebook 05: ``BertForPreTraining`` sized by the preset, with the tokenizer's
     vocabulary size (and no dropout when ``pretrain.dropout`` is off). Without a sentence objective the
-    pooler and sentence head get no gradient, so they are frozen (and left out of the optimizer)."""
+    pooler and sentence head get no gradient, so they are frozen (and left out of the optimizer).
+    With ``pretrain.objective="electra"``: `electra.Electra` (notebook 11), this encoder as the discriminator
+    beside a generator ``pretrain.generator_size`` as wide, trained with MLM + ``rtd_weight`` x RTD."""
 
     objective = preset.pretrain.sentence_objective
     config = dataclasses.replace(preset.model, vocab_size=vocab_size)
     if not preset.pretrain.dropout:  # short budgets: every step must count, nothing to regularise yet
         config = dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if preset.pretrain.objective == "electra":
+        return Electra(config, generator_size=preset.pretrain.generator_size, rtd_weight=preset.pretrain.rtd_weight)
     model = BertForPreTraining(config, num_sentence_labels=max(2, num_sentence_labels(objective)))
     if objective == "none":
         for p in itertools.chain(model.bert.pooler.parameters(), model.sentence_classifier.parameters()):
@@ -72,7 +77,8 @@ def build_model(preset, vocab_size: int):
 
 def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor]):
     """One forward pass; MLM logits only at the masked positions (the loss is the same, the cost a
-    fraction). Returns the model output, whose ``loss`` is MLM + sentence loss."""
+    fraction). Returns the model output, whose ``loss`` is MLM + sentence loss (ELECTRA: the generator's MLM
+    + rtd_weight x the discriminator's RTD loss, from the same masked batch)."""
     return model(**batch, masked_only=True)
 
 
@@ -368,17 +374,21 @@ def report(run: Run, record: dict) -> None:
 
 
 def evaluate_run(run: Run, step: int) -> None:
-    """Score the model on every held-out set (rank 0), record and report it; without a progress bar, one line."""
+    """Score the model on every held-out set (rank 0), record and report it; without a progress bar, one line.
+    ELECTRA: the generator's MLM scores, and the discriminator's RTD accuracy (`electra.evaluate_electra`)."""
     if not run.main:
         return
+    score = evaluate_electra if isinstance(run.model, Electra) else evaluate_mlm
     for name, batches in run.eval_sets.items():
-        record = {"kind": "eval", "step": step, "name": name, **evaluate_mlm(run.model, batches, run.device, run.dtype)}
+        record = {"kind": "eval", "step": step, "name": name, **score(run.model, batches, run.device, run.dtype)}
         run.history.eval.append(record)
         report(run, record)
     if not run.progress:
         last = run.history.train[-1] if run.history.train else {}
         run.say(f"step {step}: train loss {last.get('loss', float('nan')):.3f}, held-out " + ", ".join(
-            f"{r['name']} MLM accuracy {r['accuracy']:.1%}" for r in run.history.eval[-len(run.eval_sets):])
+            f"{r['name']} MLM accuracy {r['accuracy']:.1%}"
+            + (f" (RTD {r['rtd_accuracy']:.1%})" if "rtd_accuracy" in r else "")
+            for r in run.history.eval[-len(run.eval_sets):])
             + f" [{run.clock.elapsed:.0f} s]", flush=True)
 
 
@@ -441,7 +451,9 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
     ``callback(record)`` receives every train and eval record (``record["kind"]``); so does ``tracker``
     ("tensorboard" or "wandb", see `bertbook.tracking`; ``tensorboard=True`` is short for the first),
     which writes them under ``out_dir``. Under ``torchrun`` every process trains on its own micro-batches
-    (DistributedDataParallel); rank 0 evaluates, logs and writes checkpoints.
+    (DistributedDataParallel); rank 0 evaluates, logs and writes checkpoints. ``pretrain.objective="electra"``
+    trains ELECTRA with this same loop (notebook 11, `bertbook.electra`); its checkpoint's ``bert.`` tensors
+    are the discriminator's encoder, which ``model.load_encoder(checkpoint)`` loads for fine-tuning.
     """
     from tqdm.auto import tqdm
 
@@ -482,6 +494,8 @@ def pretrain(preset=None, out_dir: str | os.PathLike | None = None, resume: bool
                   "tokens": done * run.tokens_per_step, "seconds": clock.elapsed}
         if pc.sentence_objective != "none":
             record["sentence_loss"] = sent
+        if pc.objective == "electra" and pc.rtd_weight > 0:
+            record["rtd_loss"] = (loss - mlm) / pc.rtd_weight  # the loss is MLM + rtd_weight x RTD
         history.train.append(record)
         if run.main:
             report(run, record)
