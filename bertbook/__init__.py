@@ -5,7 +5,7 @@ datasets exist, their checksums and downloads), ``data`` (the readers of each da
 ``data_generation`` (translation pairs, summaries, dialogues), ``tokenizer``, ``attention``, ``model``, ``hf`` (interop with transformers), ``masking``, ``corpus``
 (pretraining data), ``optim`` (AdamW and the learning-rate schedules), ``evaluate`` (held-out MLM scores,
 the unigram baseline, fill-mask), ``runstate`` (a pretraining run's resumable checkpoint), ``train`` (the
-pretraining loop), ``reference`` (the shipped reference model), ``finetune`` (the classification loop),
+pretraining loop), ``electra`` (learning from every token: generator and discriminator), ``reference`` (the shipped reference model), ``finetune`` (the classification loop),
 ``classifier`` (build, save, load, ask), ``results`` (whole runs and the tables), ``minilm`` (a real
 pretrained encoder, offline), ``baselines``, ``tasks``, ``ner``, ``relations``, ``qa`` (one encoder, many
 heads), ``efficient`` and ``peft_check`` (a fraction of the weights), ``tracking``, ``bench``,

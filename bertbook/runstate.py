@@ -12,6 +12,7 @@ these is ``train``; the files of a model checkpoint and their errors are ``check
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -163,8 +164,14 @@ def pretraining_settings(preset: dict) -> dict:
 
 
 def check_resumable(saved: dict, preset, tokenizer_hash: str, where: Path) -> None:
-    """Refuse to resume a checkpoint made with another configuration, naming every difference."""
+    """Refuse to resume a checkpoint made with another configuration, naming every difference. A setting that a
+    checkpoint does not record (it was written before the setting existed) counts as that setting's default."""
     old, new = pretraining_settings(saved["preset"]), pretraining_settings(preset.to_dict())
+    for key in set(new) - set(old):
+        group, _, name = key.partition(".")
+        field = {f.name: f for f in dataclasses.fields(getattr(preset, group))}.get(name)
+        if field is not None and field.default is not dataclasses.MISSING:
+            old[key] = field.default
     diffs = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new))
              if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
     if saved.get("tokenizer") != tokenizer_hash:

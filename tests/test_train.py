@@ -176,6 +176,22 @@ def test_settings_outside_pretraining_do_not_block_a_resume(P, tmp_path):
     assert runstate.pretraining_settings(saved["preset"]) == runstate.pretraining_settings(P.to_dict())
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_its_default(P, tmp_path):
+    """A pretraining setting added later (here the objective) is absent from an older checkpoint: it counts as
+    the setting's default, so the run resumes; a checkpoint that recorded another value is still refused."""
+    train.pretrain(P, tmp_path / "run", stop_after=4, progress=False, verbose=False)
+    state = tmp_path / "run" / runstate.CHECKPOINT / runstate.RUN_FILE
+    saved = json.loads(state.read_text())
+    del saved["preset"]["pretrain"]["objective"]
+    state.write_text(json.dumps(saved))
+    assert train.pretrain(P, tmp_path / "run", resume=True, stop_after=5, progress=False, verbose=False)
+    saved = json.loads(state.read_text())
+    saved["preset"]["pretrain"]["rtd_weight"] = 7.0
+    state.write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError, match="pretrain.rtd_weight: checkpoint 7.0"):
+        train.pretrain(P, tmp_path / "run", resume=True, progress=False, verbose=False)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(P, tmp_path, monkeypatch):
     calls = []
     real = train.compute_loss
