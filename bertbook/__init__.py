@@ -3,8 +3,8 @@
 Modules are concepts, each readable top to bottom: ``config`` (presets), ``paths``, ``registry`` (which
 datasets exist, their checksums and downloads), ``data`` (the readers of each dataset family),
 ``data_generation`` (translation pairs, summaries, dialogues), ``tokenizer``, ``attention``, ``model``, ``hf``
-(interop with transformers), ``masking``, ``corpus`` (pretraining data), ``optim`` (AdamW and the learning-
-rate schedules), ``evaluate`` (held-out MLM scores, the unigram baseline, fill-mask), ``runstate`` (a
+(interop with transformers), ``masking``, ``corpus`` (pretraining data), ``optim`` (AdamW and the
+learning-rate schedules), ``evaluate`` (held-out MLM scores, the unigram baseline, fill-mask), ``runstate`` (a
 pretraining run's resumable checkpoint), ``train`` (the pretraining loop), ``electra`` (learning from every
 token: generator and discriminator), ``reference`` (the shipped reference model), ``finetune`` (the
 classification loop), ``classifier`` (build, save, load, ask), ``results`` (whole runs and the tables),
