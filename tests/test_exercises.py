@@ -1,5 +1,8 @@
 """The exercise checkers accept the reference solutions and reject typical mistakes with a useful message."""
 
+import copy
+import re
+
 import pytest
 import torch
 
@@ -31,8 +34,8 @@ def test_package_versions_pass_too():
 @pytest.mark.parametrize("wrong, message", [
     (shortest_first, "longest candidate first"),
     (no_prefix, "must be looked up with that prefix"),
-    (lambda w, v: [w], "expected"),
-    (lambda w, v: list(w), "expected"),
+    (lambda w, v: [w], "not in the vocabulary|should not become|matches no vocabulary piece"),
+    (lambda w, v: list(w), "with '##'|not in the vocabulary|should not become|matches no vocabulary"),
     (lambda w, v: "nope", "list of pieces"),
 ])
 def test_wordpiece_checker_rejects(wrong, message):
@@ -71,7 +74,7 @@ def by_d_k(q, k, v, m):
     (by_d_k, "square root"),
     (lambda q, k, v, m: X.solutions.attention(q, k, v, None), "padding mask is ignored"),
     (lambda q, k, v, m: (X.solutions.attention(q, k, v, m)[1], X.solutions.attention(q, k, v, m)[0]),
-     "must be"),
+     r"order \(output, weights\)"),
     (lambda q, k, v, m: X.solutions.attention(q, k, v, m)[0], "pair"),
 ])
 def test_attention_checker_rejects(wrong, message):
@@ -82,7 +85,7 @@ def test_attention_checker_rejects(wrong, message):
 def test_split_heads_checker_rejects():
     with pytest.raises(AssertionError, match="transpose"):
         X.check_split_heads(lambda x, h: x.reshape(x.size(0), h, x.size(1), -1))
-    with pytest.raises(AssertionError, match="must be"):
+    with pytest.raises(AssertionError, match=r"that is \(B, T, H, d_k\): the head axis must come before"):
         X.check_split_heads(lambda x, h: x.view(x.size(0), x.size(1), h, -1))
 
 
@@ -120,7 +123,9 @@ def test_show_solution(capsys):
 
 def test_bert_large_checker(capsys):
     assert X.check_bert_large(X.solutions.bert_large_parameters)
-    assert "335,141,888 parameters, correct" in capsys.readouterr().out
+    assert capsys.readouterr().out == "✓ BERT-large parameter count: the reference solution passes.\n"
+    assert X.check_bert_large(lambda: X.solutions.bert_large_parameters())  # a learner's own right answer
+    assert "your count is right" in capsys.readouterr().out
     V, T, S, H, L = 30522, 512, 2, 1024, 24
     rule_of_thumb = lambda: (V + T + S) * H + L * 12 * H * H  # weight matrices only
     no_pooler = lambda: X.solutions.bert_large_parameters() - (H * H + H)
@@ -181,3 +186,229 @@ def test_tail_checker():
     ]:
         with pytest.raises(AssertionError, match=message):
             X.check_tail_only(wrong)
+
+
+# ----------------------------------------------------- every checker, and answers kept out of the messages
+
+
+@pytest.mark.parametrize("name", list(X.CHECKERS))
+def test_every_checker_passes_its_reference_and_prints_only_that(name, capsys):
+    checker = X.CHECKERS[name]
+    assert checker(getattr(X.solutions, name))
+    out = capsys.readouterr().out
+    assert out.startswith("✓ ") and out.endswith(": the reference solution passes.\n") and out.count("\n") == 1
+    assert X.check_solution(name)
+    assert capsys.readouterr().out == out
+
+
+@pytest.mark.parametrize("name", list(X.CHECKERS))
+def test_every_checker_fails_a_function_that_returns_nothing(name, capsys):
+    checker = X.CHECKERS[name]
+    nothing = lambda *args: None  # (the notebooks' "your code here" stubs)
+    with pytest.raises(AssertionError):
+        checker(nothing)
+    assert checker(nothing, raise_on_error=False) is False
+    assert capsys.readouterr().out.startswith("✗ ")
+
+
+class Spy:
+    """A learner's function that records its inputs, so a test can compute the answer of the failing case."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, *args):
+        self.calls.append(copy.deepcopy(args))
+        return self.fn(*args)
+
+
+def spellings(want) -> list[str]:
+    """The ways a message could print the expected value ``want``."""
+    if isinstance(want, torch.Tensor):
+        return spellings(float(want)) if want.numel() == 1 else [str(tuple(want.shape))]
+    if isinstance(want, bool):
+        return []
+    if isinstance(want, int):
+        return [str(want), f"{want:,}"] if abs(want) >= 10 else []
+    if isinstance(want, float):  # 0 and 1 are the bounds every message may name
+        return [] if want in (0.0, 1.0) else [f"{want:.3f}", f"{want:.4f}", repr(want)]
+    if isinstance(want, (list, tuple)):
+        return [str(want), str(list(want))]
+    raise TypeError(type(want))
+
+
+def gives(message: str, spelt: str) -> bool:
+    """Whether ``message`` prints ``spelt`` as a value of its own (0.286 is not in "you returned 0.2857")."""
+    return re.search(rf"(?<![\d.,]){re.escape(spelt)}(?![\d]|[.,]\d)", message) is not None
+
+
+def failure(checker, fn, **kw) -> str:
+    with pytest.raises(AssertionError) as info:
+        checker(fn, **kw)
+    return str(info.value)
+
+
+def shortest(word, vocab):
+    return shortest_first(word, vocab)
+
+
+def no_transpose(x, h):
+    return x.view(x.size(0), x.size(1), h, -1)
+
+
+WRONG = [  # (exercise, a plausible wrong answer)
+    ("bert_large_parameters", lambda: (30522 + 512 + 2) * 1024 + 24 * 12 * 1024 * 1024),
+    ("bert_large_parameters", lambda: X.solutions.bert_large_parameters() * 4),
+    ("bert_large_parameters", lambda: 5),
+    ("wordpiece", shortest),
+    ("wordpiece", lambda w, v: [w]),
+    ("wordpiece", lambda w, v: ["[UNK]"]),
+    ("masked_softmax", lambda s, m: torch.softmax(s, -1)),
+    ("masked_softmax", lambda s, m: torch.softmax(s, -1)[..., 0]),
+    ("attention", by_heads),
+    ("attention", lambda q, k, v, m: X.solutions.attention(q, k, v, m)[::-1]),
+    ("split_heads", no_transpose),
+    ("split_heads", lambda x, h: x.reshape(x.size(0), h, x.size(1), -1)),
+    ("param_count", lambda cfg: X.solutions.param_count(cfg) - cfg.hidden_size ** 2 - cfg.hidden_size),
+    ("param_count", lambda cfg: X.solutions.param_count(cfg) + 7),
+    ("mlm_loss", lambda logits, labels: X.solutions.mlm_loss(logits, labels) * 1.1),
+    ("unshuffle", lambda segments, label: segments),
+    ("warmup_linear", lambda s, w, t: s / w if s < w else 1.0),
+    ("warmup_linear", lambda s, w, t: 0.5),
+    ("no_decay_names", lambda model: {n for n, _ in model.named_parameters() if n.endswith("bias")}),
+    ("f1_from_confusion", lambda cm: cm[1, 1] / (cm[1, 1] + cm[0, 1])),
+    ("f1_from_confusion", lambda cm: 0.5),
+    ("tail_only", lambda ids, budget: ids[:budget]),
+    ("tail_only", lambda ids, budget: ids[-budget - 1:-1] if len(ids) > budget else ids),
+    ("previous_token_share", lambda a: a.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1) * 2),
+    ("previous_token_share", lambda a: a.diagonal(offset=-1, dim1=-2, dim2=-1)),
+    ("next_token_head", lambda data: (0, 0) if X.solutions.next_token_head(data) != (0, 0) else (0, 1)),
+    ("align_labels", lambda w, labels: [-100 if x is None else labels[x] for x in w]),
+    ("align_labels", lambda w, labels: [-100] + [0] * (len(w) - 2) + [-100]),
+    ("squad_f1", lambda p, t: float(p == t)),
+    ("squad_f1", lambda p, t: 0.5),
+    ("merge_lora", lambda W, A, B, alpha, r: W + B @ A),
+    ("merge_lora", lambda W, A, B, alpha, r: (W + alpha / r * B @ A).T),
+    ("lora_count", lambda d_in, d_out, r, layers, targets: r * (d_in + d_out)),
+    ("lora_count", lambda d_in, d_out, r, layers, targets: 5),
+]
+
+
+@pytest.mark.parametrize("name, wrong", WRONG, ids=[f"{n}-{i}" for i, (n, _) in enumerate(WRONG)])
+def test_a_wrong_answer_is_explained_without_the_expected_value(name, wrong):
+    spy = Spy(wrong)
+    message = failure(X.CHECKERS[name], spy)
+    assert spy.calls, message
+    reference = getattr(X.solutions, name)
+    want = reference(*spy.calls[-1])  # the answer of the case that failed
+    if name == "no_decay_names":  # a set of names: none of those the learner missed is named
+        missing = want - set(wrong(*spy.calls[-1]))
+        assert missing and not any(n in message for n in missing), message
+    else:
+        for spelt in spellings(want):
+            assert not gives(message, spelt), f"the message gives the answer {spelt}: {message}"
+    assert len(message) > 30  # it says what is wrong, not just "wrong"
+
+
+def test_bert_large_failure_does_not_print_the_count(capsys):
+    want = 335_141_888
+    assert X.solutions.bert_large_parameters() == want
+    rule_of_thumb = lambda: (30522 + 512 + 2) * 1024 + 24 * 12 * 1024 * 1024
+    stub = lambda: (30522 + 512 + 2) * 1024 + 24 * (4 * 1024 * 1024 + 2 * 1024 * 4096)  # notebook 00
+    for wrong in (rule_of_thumb, stub, lambda: want + 1, lambda: want - 1024, lambda: 340_000_000):
+        message = failure(X.check_bert_large, wrong)
+        diff = want - wrong()
+        for spelt in (f"{want:,}", str(want)) + ((f"{abs(diff):,}", str(abs(diff))) if abs(diff) > 1000 else ()):
+            assert spelt not in message, message
+        assert f"{wrong():,}" in message  # the learner's own count is shown
+    assert X.check_bert_large(stub, raise_on_error=False) is False
+    out = capsys.readouterr().out
+    assert "335,141,888" not in out and "333,770,752" in out and "too small" in out
+
+
+def test_lora_count_failure_does_not_print_the_count():
+    assert X.solutions.lora_count(384, 384, 8, 6, 2) == 73_728  # the checker's first case
+    for wrong in (lambda *a: None, lambda d_in, d_out, r, layers, targets: r * (d_in + d_out),
+                  lambda d_in, d_out, r, layers, targets: layers * targets * r * d_in,
+                  lambda d_in, d_out, r, layers, targets: 5, lambda d_in, d_out, r, layers, targets: 73_729):
+        message = failure(X.check_lora_count, wrong)
+        assert "73,728" not in message and "73728" not in message, message
+    assert "too large" in failure(X.check_lora_count, lambda *a: 73_729)
+    assert "by more than a factor of 20" in failure(X.check_lora_count, lambda *a: 5)  # no precise factor
+    assert "count both matrices" in failure(X.check_lora_count, lambda d_in, d_out, r, layers, targets:
+                                            layers * targets * r * d_in)
+
+
+def test_squad_f1_failure_does_not_print_the_score():
+    from bertbook.qa import f1_score
+
+    assert f1_score("the cat sat", "cat sat down") == pytest.approx(0.8)  # the checker's first case
+    for wrong, hint in [(lambda p, t: None, "returned None"), (lambda p, t: float(p == t), "exact match"),
+                        (lambda p, t: 0.5, "harmonic mean"), (lambda p, t: 1.0, "too high")]:
+        message = failure(X.check_squad_f1, wrong)
+        assert hint in message
+        assert not any(s in message for s in ("0.800", "0.80", "0.8")), message
+
+
+def test_warmup_failure_says_why_not_what():
+    message = failure(X.check_warmup_linear, lambda s, w, t: s / w if s < w else 1.0)
+    assert "at step 11 of 100 with 10 warmup steps you returned 1.0000, too high" in message
+    assert "0.989" not in message and "0.9889" not in message
+    assert "no warmup" in failure(X.check_warmup_linear, lambda s, w, t: min(s / w, 1 - (s - w) / (t - w)) if s
+                                  else 0.0)
+    assert "steps left after warmup" in failure(X.check_warmup_linear, lambda s, w, t: s / w if s < w else
+                                                (t - s) / t)
+
+
+def test_shape_messages_name_the_axes_not_the_shape():
+    torch.manual_seed(0)  # a first case with T != d_k
+    message = failure(X.check_attention, lambda q, k, v, m: (X.solutions.attention(q, k, v, m)[0],
+                                                             X.solutions.attention(q, k, v, m)[0]))
+    assert "axis 3 has the size of d_k where T belongs" in message and "order (output, weights)" in message
+    torch.manual_seed(0)  # a first case with d_in != d_out
+    message = failure(X.check_merge_lora, lambda W, A, B, alpha, r: (W + alpha / r * B @ A).T)
+    assert "transposed" in message
+    message = failure(X.check_masked_softmax, lambda s, m: torch.softmax(s, -1)[..., 0])
+    assert "same shape as the scores" in message and "(B, H, T, T)" in message
+
+
+def test_learners_own_passing_function_gets_the_usual_tick(capsys):
+    assert X.check_lora_count(lambda d_in, d_out, r, layers, targets: layers * targets * r * (d_in + d_out))
+    assert X.check_split_heads(lambda x, h: x.view(x.size(0), x.size(1), h, -1).transpose(1, 2))
+    out = capsys.readouterr().out
+    assert "passed 4 cases" in out and "passed 20 random tests" in out and "reference" not in out
+
+
+def test_solution_helpers(capsys):
+    assert X.solution("lora_count") is X.solutions.lora_count
+    assert X.is_reference(X.solutions.lora_count) and not X.is_reference(lambda: None)
+    assert capsys.readouterr().out == ""  # looking a solution up prints nothing
+    assert X.check_solution("masked_softmax", "split_heads")
+    assert capsys.readouterr().out == ("✓ masked softmax: the reference solution passes.\n"
+                                       "✓ split heads: the reference solution passes.\n")
+    with pytest.raises(ValueError, match="choose one of"):
+        X.solution("nothing")
+    with pytest.raises(ValueError, match="Name at least one"):
+        X.check_solution()
+    assert set(X.CHECKERS) <= set(vars(X.solutions))
+
+
+def test_questions_in_words_have_solutions_to_ask_for(capsys):
+    with pytest.raises(ValueError, match="no checker"):
+        X.check_solution("mask_count")
+    assert capsys.readouterr().out == ""
+    masks, predicted = X.solutions.mask_count()  # notebook 04, exercise 3: asked for, not printed
+    assert masks == pytest.approx(126 * 0.15 * 0.8) and predicted == pytest.approx(126 * 0.15)
+    assert X.solutions.uniform_perplexity(8192) == pytest.approx(8192)  # notebook 05, exercise 3
+    X.show_solution("mask_count")
+    out = capsys.readouterr().out
+    assert "def _mask_count" in out and "15.12" not in out and "18.9" not in out
+
+
+def test_direction_hints_round_and_cap_the_factor():
+    from bertbook.exercises.harness import direction
+
+    assert direction(9, 10) == "too small" and direction(11, 10) == "too large"
+    assert direction(41, 10) == "too large by a factor of about 4"
+    assert direction(1, 1000) == "far too small (by more than a factor of 20)"
+    assert direction(41, 10, factor=False) == "too large"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 from ..config import ModelConfig
-from .harness import call, run_checks
+from .harness import call, direction, register_references, run_checks, whole_number
 
 __all__ = ['check_bert_large', 'solutions']
 
@@ -22,7 +22,7 @@ def _bert_large_parameters() -> int:
     return embeddings + L * per_layer + pooler
 
 
-solutions = SimpleNamespace(bert_large_parameters=_bert_large_parameters)
+solutions = register_references(SimpleNamespace(bert_large_parameters=_bert_large_parameters))
 
 
 def check_bert_large(fn: Callable[[], int], raise_on_error: bool = True) -> bool:
@@ -36,8 +36,7 @@ def check_bert_large(fn: Callable[[], int], raise_on_error: bool = True) -> bool
         got = call(fn)
         if got is None:
             raise AssertionError("your function returned None: return the count, a whole number.")
-        if isinstance(got, bool) or not isinstance(got, int):
-            raise AssertionError(f"return a whole number (int), got {type(got).__name__} {got!r}.")
+        got = whole_number(got)
         if got == want:
             return 1
         H, I, L = large.hidden_size, large.intermediate_size, large.num_hidden_layers
@@ -51,16 +50,28 @@ def check_bert_large(fn: Callable[[], int], raise_on_error: bool = True) -> bool
             "the attention output projection W_O": L * H * H,
         }
         hint = ""
-        for size in range(1, len(parts) + 1):  # the fewest forgotten parts that explain the difference exactly
-            found = [" and ".join(c) for c in itertools.combinations(parts, size)
-                     if sum(parts[name] for name in c) == diff]
+        if diff > 0:  # the fewest forgotten parts that explain the difference exactly
+            for size in range(1, len(parts) + 1):
+                found = [" and ".join(c) for c in itertools.combinations(parts, size)
+                         if sum(parts[name] for name in c) == diff]
+                if found:
+                    hint = "missing: " + "; or ".join(found) + "."
+                    break
+        else:  # one part counted twice, or a part BERT-large does not have
+            found = [name for name in parts if parts[name] == -diff]
             if found:
-                hint = "missing: " + "; or ".join(found) + "."
-                break
+                hint = "one part too many: " + " or ".join(found) + " (counted twice?)."
         if not hint:
-            hint = ("off by a multiple of the layer count: check one layer's parts." if diff % L == 0 else
-                    "check the embeddings (three tables and a LayerNorm) and the pooler.")
-        raise AssertionError(f"your count {got:,} differs from {want:,} by {-diff:+,}: {hint}")
+            if abs(diff) * 2 > want:
+                hint = ("far off: check the shapes (a projection is H x H, the feed-forward matrices H x 4H and "
+                        "4H x H, one set per layer, not per head).")
+            elif abs(diff) < H:
+                hint = "off by fewer than H: a small term (a single number or a short bias) is added or left out."
+            elif diff % L == 0:
+                hint = "off by a multiple of the layer count: check one layer's parts."
+            else:
+                hint = "check the embeddings (three tables and a LayerNorm) and the pooler."
+        raise AssertionError(f"your count, {got:,}, is {direction(got, want)}: {hint}")
 
-    return run_checks("BERT-large parameter count", tests, raise_on_error,
-                passed=f"{want:,} parameters, correct (the paper rounds it to 340 M).")
+    return run_checks("BERT-large parameter count", tests, raise_on_error, fn=fn,
+                      passed="your count is right (the paper rounds it to 340 M).")

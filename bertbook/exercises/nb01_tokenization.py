@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .harness import call, run_checks
+from .harness import call, register_references, run_checks
 
 __all__ = ['check_wordpiece', 'solutions']
 
@@ -59,7 +59,7 @@ def _wordpiece_no_prefix(word: str, vocab) -> list[str]:
     return pieces
 
 
-solutions = SimpleNamespace(wordpiece=_wordpiece)
+solutions = register_references(SimpleNamespace(wordpiece=_wordpiece))
 
 
 def check_wordpiece(fn: Callable[[str, set], list[str]], raise_on_error: bool = True, trials: int = 200) -> bool:
@@ -81,15 +81,35 @@ def check_wordpiece(fn: Callable[[str, set], list[str]], raise_on_error: bool = 
                 raise AssertionError(f"return a list of pieces, got {type(got).__name__}.")
             if got == want:
                 continue
-            hint = ""
-            if got == _wordpiece_shortest(word, vocab):
-                hint = " Try the longest candidate first (shrink it from the right), not the shortest."
-            elif got == _wordpiece_no_prefix(word, vocab):
-                hint = " Pieces after the first start with '##' and must be looked up with that prefix."
-            elif "[UNK]" in want and got != ["[UNK]"]:
-                hint = " When some part of the word matches nothing, the whole word becomes ['[UNK]']."
-            raise AssertionError(f"for the word {word!r} with vocabulary {sorted(vocab)} you gave {got}, "
-                                 f"expected {want}.{hint}")
+            raise AssertionError(f"for the word {word!r} with vocabulary {sorted(vocab)} you gave {got}: "
+                                 f"{_diagnose(word, vocab, got, want)}")
         return trials
 
-    return run_checks("wordpiece", tests, raise_on_error)
+    return run_checks("wordpiece", tests, raise_on_error, fn=fn)
+
+
+def _diagnose(word: str, vocab, got: list, want: list) -> str:
+    """What is wrong with the pieces ``got`` (never the expected pieces themselves)."""
+    if got == _wordpiece_shortest(word, vocab):
+        return "try the longest candidate first (shrink it from the right), not the shortest."
+    if got == _wordpiece_no_prefix(word, vocab):
+        return "pieces after the first start with '##' and must be looked up with that prefix."
+    if want == ["[UNK]"]:
+        return ("some part of this word matches no vocabulary piece, and a word that cannot be split becomes "
+                "a single [UNK] token.")
+    if got == ["[UNK]"]:
+        return "every part of this word is in the vocabulary: it should not become ['[UNK]']."
+    if "[UNK]" in got:
+        return "an unknown part makes the whole word a single '[UNK]', never one '[UNK]' among other pieces."
+    outside = [p for p in got if p not in vocab]
+    if outside:
+        return f"{outside[0]!r} is not in the vocabulary: every piece must be."
+    if any(not p.startswith("##") for p in got[1:]) or (got and got[0].startswith("##")):
+        return "only the first piece starts without '##'; every later piece starts with '##'."
+    if "".join(p.removeprefix("##") for p in got) != word:
+        return "your pieces, without their '##', do not spell the word."
+    for i, (mine, right) in enumerate(zip(got, want)):
+        if mine != right:
+            return (f"piece {i + 1}, {mine!r}, is not the longest vocabulary piece that starts there: "
+                    "try the longest candidate first.")
+    return "the split differs from greedy longest-match-first."

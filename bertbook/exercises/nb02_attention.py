@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .harness import call, close, run_checks
+from .harness import call, close, register_references, run_checks, shape_hint
 
 __all__ = ['check_masked_softmax', 'check_attention', 'check_split_heads', 'solutions']
 
@@ -33,7 +33,8 @@ def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.view(B, T, num_heads, D // num_heads).transpose(1, 2)  # (B, H, T, d_k)
 
 
-solutions = SimpleNamespace(masked_softmax=_masked_softmax, attention=_attention, split_heads=_split_heads)
+solutions = register_references(SimpleNamespace(masked_softmax=_masked_softmax, attention=_attention,
+                                                split_heads=_split_heads))
 
 
 def check_masked_softmax(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], raise_on_error: bool = True,
@@ -50,10 +51,12 @@ def check_masked_softmax(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
             mask = (torch.arange(T)[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, T)
             got = call(fn, scores.clone(), mask)
             want = _masked_softmax(scores, mask)
-            if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-                shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-                raise AssertionError(f"for scores of shape {tuple(scores.shape)} the weights must have the same "
-                                     f"shape, got {shape}.")
+            if not isinstance(got, torch.Tensor):
+                raise AssertionError(f"return a tensor of weights, got {type(got).__name__}.")
+            if got.shape != want.shape:
+                raise AssertionError(f"you returned shape {tuple(got.shape)}: the weights must have the same shape "
+                                     "as the scores (one weight per score); "
+                                     + shape_hint(got.shape, ("B", "H", "T", "T"), {"B": B, "H": H, "T": T}))
             if torch.isnan(got).any():
                 raise AssertionError("the weights contain NaN: fill masked scores with a very negative number "
                                      "(torch.finfo(dtype).min), not -inf minus -inf.")
@@ -70,7 +73,7 @@ def check_masked_softmax(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
                 raise AssertionError("the weights of real keys differ from softmax(scores) over the real keys.")
         return trials
 
-    return run_checks("masked softmax", tests, raise_on_error)
+    return run_checks("masked softmax", tests, raise_on_error, fn=fn)
 
 
 def check_attention(fn: Callable, raise_on_error: bool = True, trials: int = 20) -> bool:
@@ -92,14 +95,22 @@ def check_attention(fn: Callable, raise_on_error: bool = True, trials: int = 20)
             if not (isinstance(got, tuple) and len(got) == 2):
                 raise AssertionError("return a pair (output, weights).")
             out, weights = got
+            if not (isinstance(out, torch.Tensor) and isinstance(weights, torch.Tensor)):
+                raise AssertionError("return a pair of tensors (output, weights).")
             want_out, want_w = _attention(q, k, v, mask)
+            sizes = {"B": B, "H": H, "T": T, "d_k": d_k}
             if weights.shape != want_w.shape:
-                raise AssertionError(f"weights must be (B, H, T, T) = {tuple(want_w.shape)}, got "
-                                     f"{tuple(weights.shape)}: compare every query with every key, q @ k^T.")
+                swapped = " Is the pair in the order (output, weights)?" if weights.shape == want_out.shape else ""
+                raise AssertionError(f"your weights have shape {tuple(weights.shape)}: "
+                                     + shape_hint(weights.shape, ("B", "H", "T", "T"), sizes)
+                                     + " Compare every query with every key, q @ k^T." + swapped)
             if out.shape != want_out.shape:
-                raise AssertionError(f"output must be (B, H, T, d_k) = {tuple(want_out.shape)}, got "
-                                     f"{tuple(out.shape)}: multiply the weights by v.")
+                raise AssertionError(f"your output has shape {tuple(out.shape)}: "
+                                     + shape_hint(out.shape, ("B", "H", "T", "d_k"), sizes)
+                                     + " Multiply the weights by v.")
             if not close(weights, want_w):
+                if close(weights, want_out) and close(out, want_w):
+                    raise AssertionError("the pair is in the wrong order: return it in the order (output, weights).")
                 if close(weights, _attention(q * d_k ** 0.5, k, v, mask)[1]):
                     raise AssertionError("the scores are not scaled: divide q @ k^T by sqrt(d_k).")
                 if close(weights, _attention(q * d_k ** 0.5 / H ** 0.5, k, v, mask)[1]):
@@ -114,7 +125,7 @@ def check_attention(fn: Callable, raise_on_error: bool = True, trials: int = 20)
                 raise AssertionError("the weights are right but the output is not weights @ v.")
         return trials
 
-    return run_checks("scaled dot-product attention", tests, raise_on_error)
+    return run_checks("scaled dot-product attention", tests, raise_on_error, fn=fn)
 
 
 def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor], raise_on_error: bool = True,
@@ -130,9 +141,14 @@ def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor], raise_on_
             x = torch.randn(B, T, H * d_k)
             got = call(fn, x, H)
             want = _split_heads(x, H)
+            if not isinstance(got, torch.Tensor):
+                raise AssertionError(f"return a tensor (B, H, T, d_k), got {type(got).__name__}.")
             if got.shape != want.shape:
-                raise AssertionError(f"for x of shape {tuple(x.shape)} and {H} heads the result must be "
-                                     f"(B, H, T, d_k) = {tuple(want.shape)}, got {tuple(got.shape)}.")
+                hint = shape_hint(got.shape, ("B", "H", "T", "d_k"), {"B": B, "H": H, "T": T, "d_k": d_k})
+                if tuple(got.shape) == (B, T, H, d_k):
+                    hint = "that is (B, T, H, d_k): the head axis must come before the token axis, transpose(1, 2)."
+                raise AssertionError(f"for x of shape (B, T, H * d_k) and H = {H} heads you returned shape "
+                                     f"{tuple(got.shape)}: {hint}")
             if not torch.equal(got, want):
                 if torch.equal(got, x.reshape(B, H, T, d_k)):
                     raise AssertionError("reshaping straight to (B, H, T, d_k) mixes tokens between heads: "
@@ -141,4 +157,4 @@ def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor], raise_on_
                                      "h*d_k .. (h+1)*d_k - 1 of every token.")
         return trials
 
-    return run_checks("split heads", tests, raise_on_error)
+    return run_checks("split heads", tests, raise_on_error, fn=fn)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import torch
 
 from ..config import ModelConfig
-from .harness import call, run_checks
+from .harness import call, direction, register_references, run_checks, whole_number
 
 __all__ = ['check_param_count', 'solutions']
 
@@ -25,7 +25,7 @@ def _param_count(cfg: ModelConfig) -> int:
     return embeddings + cfg.num_hidden_layers * (attention + ffn + norms) + pooler
 
 
-solutions = SimpleNamespace(param_count=_param_count)
+solutions = register_references(SimpleNamespace(param_count=_param_count))
 
 
 def check_param_count(fn: Callable[[ModelConfig], int], raise_on_error: bool = True, trials: int = 10) -> bool:
@@ -43,6 +43,9 @@ def check_param_count(fn: Callable[[ModelConfig], int], raise_on_error: bool = T
                               max_position_embeddings=int(torch.randint(8, 64, ())))
             got = call(fn, cfg)
             want = sum(p.numel() for p in BertModel(cfg).parameters())
+            if got is None:
+                raise AssertionError("your function returned None: return the count, a whole number.")
+            got = whole_number(got)
             if got == want:
                 continue
             diff = want - got
@@ -56,11 +59,19 @@ def check_param_count(fn: Callable[[ModelConfig], int], raise_on_error: bool = T
                 (cfg.type_vocab_size * D, "the segment (token type) embeddings"),
                 (L * (D * D + D), "the attention output projection W_O"),
             ]
-            hints = [what for n, what in candidates if n == diff]
+            hints = [what for n, what in candidates if n == abs(diff)]
+            if hints and diff > 0:
+                hint = f" Missing: {' or '.join(hints)}."
+            elif hints:
+                hint = f" One part too many: {' or '.join(hints)} (counted twice?)."
+            elif diff % L == 0 and L > 1:
+                hint = " The difference is a multiple of the layer count: check the parts of one layer."
+            else:
+                hint = (" Count per layer: four D x D projections with biases, two LayerNorms, the two "
+                        "feed-forward Linears with biases; then the embeddings and the pooler.")
             raise AssertionError(f"for {cfg.num_hidden_layers} layers, D={D}, intermediate {I}, vocabulary "
-                                 f"{cfg.vocab_size}, {cfg.max_position_embeddings} positions you counted {got:,}; "
-                                 f"the model has {want:,} ({diff:+,})."
-                                 + (f" Missing: {' or '.join(hints)}." if hints and diff > 0 else ""))
+                                 f"{cfg.vocab_size}, {cfg.max_position_embeddings} positions you counted {got:,}, "
+                                 f"{direction(got, want, factor=not hints)}." + hint)
         return trials
 
-    return run_checks("parameter count", tests, raise_on_error)
+    return run_checks("parameter count", tests, raise_on_error, fn=fn)

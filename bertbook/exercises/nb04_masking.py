@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masking import IGNORE_INDEX, msc_shuffle, permutations
-from .harness import call, run_checks
+from .harness import call, direction, register_references, run_checks
 
 __all__ = ['check_mlm_loss', 'check_unshuffle', 'solutions']
 
@@ -31,7 +31,16 @@ def _unshuffle(segments: list[list[int]], label: int) -> list[list[int]]:
     return original
 
 
-solutions = SimpleNamespace(mlm_loss=_mlm_loss_by_hand, unshuffle=_unshuffle)
+def _mask_count(tokens: int = 126, mask_prob: float = 0.15, mask_share: float = 0.8) -> tuple[float, float]:
+    """Exercise 3: the average number of [MASK] tokens in a row of ``tokens`` ordinary tokens, and the
+    average number of positions the model predicts."""
+    predicted = tokens * mask_prob  # every chosen token is predicted, whatever it was replaced with
+    masks = predicted * mask_share  # 80% of the chosen ones become [MASK]
+    return round(masks, 6), round(predicted, 6)
+
+
+solutions = register_references(SimpleNamespace(mlm_loss=_mlm_loss_by_hand, unshuffle=_unshuffle,
+                                                mask_count=_mask_count))
 
 
 def check_mlm_loss(fn: Callable, raise_on_error: bool = True, trials: int = 10) -> bool:
@@ -50,7 +59,10 @@ def check_mlm_loss(fn: Callable, raise_on_error: bool = True, trials: int = 10) 
             want = _mlm_loss_by_hand(logits, labels)
             if got is None:
                 raise AssertionError("your function returned None: return the loss, a scalar tensor.")
-            got = torch.as_tensor(got).float()
+            try:
+                got = torch.as_tensor(got).float()
+            except (TypeError, ValueError, RuntimeError):
+                raise AssertionError(f"return the loss as a scalar tensor, got {type(got).__name__}.") from None
             if got.numel() != 1:
                 raise AssertionError(f"return one number (the mean), got shape {tuple(got.shape)}.")
             if torch.allclose(got, want, atol=1e-5):
@@ -63,11 +75,14 @@ def check_mlm_loss(fn: Callable, raise_on_error: bool = True, trials: int = 10) 
             n = int((labels != IGNORE_INDEX).sum())
             if torch.allclose(got, want * n, atol=1e-4):
                 raise AssertionError("take the mean over the predicted positions, not the sum.")
-            raise AssertionError("the value differs from the mean of -log softmax(logits)[label] over the "
-                                 "predicted positions (did you take log_softmax over the vocabulary axis?).")
+            if torch.allclose(got, want * n / labels.numel(), atol=1e-5):
+                raise AssertionError("you divided by every position; divide by the number of predicted ones.")
+            raise AssertionError(f"you returned {float(got):.4f}, {direction(float(got), float(want))}: the loss is "
+                                 "the mean of -log softmax(logits)[label] over the predicted positions (did you take "
+                                 "log_softmax over the vocabulary axis, the last one?).")
         return trials
 
-    return run_checks("MLM loss", tests, raise_on_error)
+    return run_checks("MLM loss", tests, raise_on_error, fn=fn)
 
 
 def check_unshuffle(fn: Callable, raise_on_error: bool = True, trials: int = 20) -> bool:
@@ -85,13 +100,22 @@ def check_unshuffle(fn: Callable, raise_on_error: bool = True, trials: int = 20)
             if got is None:
                 raise AssertionError("your function returned None: return the list of segments in their "
                                      "original order.")
-            if [list(s) for s in got] == original:
+            try:
+                got = [list(s) for s in got]
+            except TypeError:
+                raise AssertionError("return a list of segments (each a list of token ids).") from None
+            if got == original:
                 continue
             order = permutations(k)[label]
-            if [list(s) for s in got] == [shuffled[i] for i in order]:
+            if got == [shuffled[i] for i in order]:
                 raise AssertionError("you applied the permutation again instead of undoing it: the segment at "
                                      "position i came from position order[i] of the original.")
-            raise AssertionError(f"for label {label} (order {order}) the original is {original}, got {got}.")
+            if sorted(got) != sorted(list(s) for s in shuffled):
+                raise AssertionError(f"for label {label} you returned {got}, which is not a reordering of the "
+                                     f"segments {shuffled}: keep every segment, unchanged, and only move them.")
+            raise AssertionError(f"for the segments {shuffled} and label {label} (order {order}) you returned "
+                                 f"{got}, not the original order: the segment at position i came from position "
+                                 "order[i] of the original, so it goes back there.")
         return trials
 
-    return run_checks("unshuffle", tests, raise_on_error)
+    return run_checks("unshuffle", tests, raise_on_error, fn=fn)

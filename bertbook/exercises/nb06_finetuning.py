@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .harness import call, run_checks
+from .harness import call, register_references, run_checks
 
 __all__ = ['check_f1_from_confusion', 'check_tail_only', 'solutions']
 
@@ -24,7 +24,7 @@ def _tail_only(ids, budget: int) -> list:
     return list(ids[len(ids) - budget:]) if len(ids) > budget else list(ids)
 
 
-solutions = SimpleNamespace(f1_from_confusion=_f1_from_confusion, tail_only=_tail_only)
+solutions = register_references(SimpleNamespace(f1_from_confusion=_f1_from_confusion, tail_only=_tail_only))
 
 
 def check_f1_from_confusion(fn: Callable, raise_on_error: bool = True, trials: int = 50) -> bool:
@@ -59,15 +59,25 @@ def check_f1_from_confusion(fn: Callable, raise_on_error: bool = True, trials: i
                 hint = " With no true positives, precision and recall are 0 / 0 or 0: return 0.0, not NaN."
             elif math.isclose(got, _f1_from_confusion(cm[::-1, ::-1]), abs_tol=1e-9):
                 hint = " That is the F1 of class 0; the positive class is index 1."
+            elif math.isclose(got, _f1_from_confusion(cm.T), abs_tol=1e-9) and cm[0, 1] != cm[1, 0]:
+                hint = (" Rows and columns are swapped: cm[true, predicted], so a false positive (true 0, "
+                        "predicted 1) is cm[0, 1].")
             elif math.isclose(got, (precision + recall) / 2, abs_tol=1e-9):
                 hint = " That is the arithmetic mean of precision and recall; F1 is their harmonic mean."
             elif math.isclose(got, (cm[0, 0] + cm[1, 1]) / cm.sum(), abs_tol=1e-9):
                 hint = " That is the accuracy."
-            raise AssertionError(f"for cm = {cm.tolist()} (rows: true class, columns: predicted) the F1 is "
-                                 f"{want:.4f}, you returned {got:.4f}.{hint}")
+            elif math.isclose(got, precision, abs_tol=1e-9):
+                hint = " That is the precision alone; F1 combines precision and recall (their harmonic mean)."
+            elif math.isclose(got, recall, abs_tol=1e-9):
+                hint = " That is the recall alone; F1 combines precision and recall (their harmonic mean)."
+            else:
+                hint = (" F1 is the harmonic mean of precision tp / (tp + fp) and recall tp / (tp + fn), "
+                        "with tp = cm[1, 1].")
+            raise AssertionError(f"for cm = {cm.tolist()} (rows: true class, columns: predicted) you returned "
+                                 f"{got:.4f}, {'too high' if got > want else 'too low'}.{hint}")
         return len(cases)
 
-    return run_checks("F1 from a confusion matrix", tests, raise_on_error, passed="passed {n} tests.")
+    return run_checks("F1 from a confusion matrix", tests, raise_on_error, passed="passed {n} tests.", fn=fn)
 
 
 def check_tail_only(fn: Callable, raise_on_error: bool = True, trials: int = 50) -> bool:
@@ -85,7 +95,10 @@ def check_tail_only(fn: Callable, raise_on_error: bool = True, trials: int = 50)
             got = call(fn, list(ids), budget)
             if got is None:
                 raise AssertionError("your function returned None: return the list of kept token ids.")
-            got = list(got)
+            try:
+                got = list(got)
+            except TypeError:
+                raise AssertionError(f"return a list of token ids, got {type(got).__name__}.") from None
             if got == want:
                 continue
             if got == ids[:budget]:
@@ -93,12 +106,14 @@ def check_tail_only(fn: Callable, raise_on_error: bool = True, trials: int = 50)
             elif len(ids) <= budget:
                 hint = " A sequence that already fits must come back unchanged."
             elif len(got) != budget:
-                hint = f" Keep exactly {budget} tokens (you kept {len(got)})."
+                hint = f" Keep exactly `budget` tokens when the sequence is longer (you kept {len(got)})."
+            elif got[-1] != ids[-1]:
+                hint = " You kept `budget` tokens, but not the last ones: the kept tokens must end where ids ends."
             else:
-                hint = ""
-            raise AssertionError(f"for {len(ids)} tokens and a budget of {budget} the result is ...{want[-3:]} "
-                                 f"({len(want)} tokens); you returned {got[:3]}...{got[-3:]} ({len(got)} tokens)."
-                                 f"{hint}")
+                hint = " Keep the tokens in their order, unchanged."
+            shown = f"{got[:3]}...{got[-3:]}" if len(got) > 6 else f"{got}"
+            raise AssertionError(f"for {len(ids)} tokens and a budget of {budget} you returned {shown} "
+                                 f"({len(got)} tokens).{hint}")
         return len(cases)
 
-    return run_checks("tail-only truncation", tests, raise_on_error, passed="passed {n} tests.")
+    return run_checks("tail-only truncation", tests, raise_on_error, passed="passed {n} tests.", fn=fn)

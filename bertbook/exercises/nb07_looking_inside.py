@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import torch
 
 from ..attention_maps import AttentionData, as_attentions
-from .harness import call, run_checks
+from .harness import call, register_references, run_checks, shape_hint
 
 __all__ = ['check_previous_token_share', 'check_next_token_head', 'solutions']
 
@@ -26,7 +26,8 @@ def _next_token_head(data: AttentionData) -> tuple[int, int]:
     return layer, head
 
 
-solutions = SimpleNamespace(previous_token_share=_previous_token_share, next_token_head=_next_token_head)
+solutions = register_references(SimpleNamespace(previous_token_share=_previous_token_share,
+                                                next_token_head=_next_token_head))
 
 
 def _random_attention(g: torch.Generator, L: int, H: int, T: int) -> torch.Tensor:
@@ -47,10 +48,15 @@ def check_previous_token_share(fn: Callable[[torch.Tensor], torch.Tensor], raise
             got, want = call(fn, a.clone()), _previous_token_share(a)
             if got is None:
                 raise AssertionError("your function returned None: return a tensor of shape (L, H).")
-            got = torch.as_tensor(got).float()
+            try:
+                got = torch.as_tensor(got).float()
+            except (TypeError, ValueError, RuntimeError):
+                raise AssertionError(f"return a tensor of shape (L, H), got {type(got).__name__}.") from None
             if got.shape != want.shape:
-                raise AssertionError(f"for attentions of shape {tuple(a.shape)} return one number per head, "
-                                     f"shape {tuple(want.shape)}; got {tuple(got.shape)}.")
+                hint = shape_hint(got.shape, ("L", "H"), {"L": L, "H": H, "T": T})
+                raise AssertionError(f"return one number per head, an (L, H) tensor; you returned shape "
+                                     f"{tuple(got.shape)}: {hint} Average over the queries (the last axis left "
+                                     "after taking the diagonal).")
             if torch.allclose(got, want, atol=1e-5):
                 continue
             if torch.allclose(got, a.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1), atol=1e-5):
@@ -63,7 +69,7 @@ def check_previous_token_share(fn: Callable[[torch.Tensor], torch.Tensor], raise
             raise AssertionError("the shares differ from the average of a[l, h, i, i-1] over i = 1 .. T-1.")
         return trials
 
-    return run_checks("previous-token share", tests, raise_on_error)
+    return run_checks("previous-token share", tests, raise_on_error, fn=fn)
 
 
 def check_next_token_head(fn: Callable[[AttentionData], tuple[int, int]], raise_on_error: bool = True,
@@ -83,23 +89,40 @@ def check_next_token_head(fn: Callable[[AttentionData], tuple[int, int]], raise_
             for i in range(T):
                 nxt[i, min(i + 1, T - 1)] = 1.0
             a[layer, head] = 0.3 * a[layer, head] + 0.7 * nxt  # this head mostly looks one token ahead
+            ahead = a.diagonal(offset=1, dim1=-2, dim2=-1).mean(-1)  # (L, H)
+            ahead[layer, head] = 0.0
+            while float(ahead.max()) > 0.5:  # a short random head may look ahead too: damp it, one answer only
+                other = divmod(int(ahead.argmax()), H)
+                a[other] = (0.5 * a[other] + 0.5 / T)  # halfway to uniform: rows still sum to 1
+                ahead[other] = a[other].diagonal(offset=1).mean()
             tokens = ["[CLS]"] + [f"w{i}" for i in range(T - 2)] + ["[SEP]"]
             data = AttentionData(tokens=tokens, attentions=a, name="random")
             got = call(fn, data)
             try:
                 got = tuple(int(x) for x in got)
-            except TypeError:
+            except (TypeError, ValueError, RuntimeError):
                 raise AssertionError(f"return a pair (layer, head), got {got!r}.") from None
+            if len(got) != 2:
+                raise AssertionError(f"return a pair (layer, head), got {len(got)} numbers.")
             if got == (layer, head):
                 continue
             if got == (head, layer):
                 raise AssertionError("layer and head are swapped: return (layer, head).")
-            prev = as_attentions(data).diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # (L, H)
-            if got == divmod(int(prev.argmax()), H):
+            if not (0 <= got[0] < L and 0 <= got[1] < H):
+                raise AssertionError(f"for a model of {L} layers x {H} heads you returned {got}, which does not "
+                                     "exist: layers count from 0 to L - 1, heads from 0 to H - 1 (divmod the flat "
+                                     "index of the argmax by the number of heads).")
+            full = as_attentions(data)
+            share = {offset: full.diagonal(offset=offset, dim1=-2, dim2=-1).mean(-1) for offset in (-1, 0)}
+            if got == divmod(int(share[-1].argmax()), H):
                 raise AssertionError("that head looks at the previous token: the next token of query i is "
                                      "key i + 1 (diagonal offset +1).")
-            raise AssertionError(f"the head that attends most to the next token is {(layer, head)}, you "
-                                 f"returned {got}.")
+            if got == divmod(int(share[0].argmax()), H):
+                raise AssertionError("that head looks at the token itself (the main diagonal): the next token "
+                                     "of query i is key i + 1 (diagonal offset +1).")
+            raise AssertionError(f"in a model of {L} layers x {H} heads you returned {got}, but another head "
+                                 "gives more attention to the next token: average a[l, h, i, i + 1] over the "
+                                 "queries i and take the head with the largest average.")
         return trials
 
-    return run_checks("next-token head", tests, raise_on_error)
+    return run_checks("next-token head", tests, raise_on_error, fn=fn)
