@@ -46,7 +46,7 @@ def _open_tracker(args: argparse.Namespace, out: Path):
 
 
 def _finetune_efficient(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """``finetune --peft lora|adapter|prefix|head``: `efficient.run_efficient`; saves only what was trained."""
+    """``finetune --peft lora|adapter|prefix|head``: `results.run_efficient`; saves only what was trained."""
     from . import classifier as C, efficient as E, paths, results as R
 
     if args.task not in R.TASKS:

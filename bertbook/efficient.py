@@ -396,7 +396,7 @@ def base_reference(info: dict) -> dict:
         return {"init": "minilm"}
     if info.get("init") == "random":
         raise ValueError("a model fine-tuned from random weights has no base to refer to: save it whole with "
-                         "finetune.save_finetuned, or fine-tune from --init pretrained|minilm|CHECKPOINT.")
+                         "classifier.save_finetuned, or fine-tune from --init pretrained|minilm|CHECKPOINT.")
     folder = Path(info["checkpoint"])
     return {"init": "checkpoint", "checkpoint": str(folder.resolve()),
             "sha256": sha256_file(folder / "model.safetensors")}

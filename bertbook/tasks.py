@@ -107,7 +107,7 @@ def build_encoder(P: Preset, init: str | os.PathLike = "minilm") -> tuple[nn.Mod
 
     ``init`` is what notebook 06 fine-tunes from: ``"minilm"``, ``"pretrained"`` (the preset's checkpoint
     from notebook 05, made on demand), ``"random"``, or a pretraining checkpoint folder. The encoder is the
-    body of `finetune.build_classifier`'s model; its sentence head is dropped, a task head takes its place.
+    body of `classifier.build_classifier`'s model; its sentence head is dropped, a task head takes its place.
     """
     classifier, tokenizer, info = build_classifier(P, init, verbose=False)
     keep = {k: info[k] for k in ("init", "kind", "preset", "checkpoint") if k in info}
@@ -261,7 +261,7 @@ def _encoder_config(encoder: nn.Module) -> dict:
 
 def save_task_model(out: str | os.PathLike, model: TaskModel, tokenizer, info: dict, overwrite: bool = False) -> Path:
     """Weights (safetensors), tokenizer and ``finetune.json`` (what the model is, its labels, its metrics)
-    into ``out``, written beside it and renamed into place (`finetune.save_finetuned`). A folder that holds
+    into ``out``, written beside it and renamed into place (`classifier.save_finetuned`). A folder that holds
     files is replaced only with ``overwrite=True``."""
     saved = {**info, "encoder_config": _encoder_config(model.encoder),
              "encoder_pooler": getattr(model.encoder, "pooler", None) is not None}
@@ -292,7 +292,7 @@ def load_task_model(folder: str | os.PathLike) -> tuple[TaskModel, Any, dict]:
     info = read_json_file(folder / INFO_NAME, remedy)
     if info.get("task") not in TASKS:
         raise ValueError(f"{folder} holds a {info.get('task')} classifier, not a model of notebook 08's tasks "
-                         f"({', '.join(TASKS)}): load it with bertbook.finetune.load_finetuned.")
+                         f"({', '.join(TASKS)}): load it with bertbook.classifier.load_finetuned.")
     check_files(folder, ["model.safetensors", "tokenizer.json"], remedy)
     encoder = _empty_encoder(info)
     head = task_module(info["task"]).make_head(encoder.config.hidden_size, info)

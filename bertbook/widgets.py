@@ -13,7 +13,7 @@
                  answer_finder        paste a paragraph, ask a question, see the answer and its score
 
 Each panel only wires widgets to plain functions of the other modules (``views.mask_preview``,
-``finetune.describe``, ``experiments.run_experiment``, ...), which the tests call directly. ipywidgets,
+``classifier.describe``, ``experiments.run_experiment``, ...), which the tests call directly. ipywidgets,
 matplotlib and IPython are imported inside the panels, so importing this module does not load them.
 """
 
@@ -518,7 +518,7 @@ def answer_finder(model: torch.nn.Module, tokenizer, info: dict, context: str, q
 def lora_panel(preset, task: str = "sst2", init: str = "pretrained", reference: Sequence[dict] = (),
                points: list[dict] | None = None):
     """Rank, alpha and target layers of LoRA: the trainable-parameter count updates as they move (from the
-    shapes, `efficient.lora_parameters`); the button fine-tunes with them (`efficient.run_efficient`) and adds
+    shapes, `efficient.lora_parameters`); the button fine-tunes with them (`results.run_efficient`) and adds
     the run to a plot of test accuracy against trainable parameters, beside the ``reference`` rows (e.g. the
     stored comparison) for the same task and model (notebook 09)."""
     import ipywidgets as widgets
