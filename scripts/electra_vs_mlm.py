@@ -2,6 +2,7 @@
 wall-clock, then fine-tuned on IMDB with the results table's protocol.
 
     python scripts/electra_vs_mlm.py [--budget 900] [--seeds 3] [--tasks imdb]
+    python scripts/electra_vs_mlm.py --report      # the tables of results/electra_vs_mlm.json, in markdown
 
 Each objective pretrains the laptop preset's model for ``--budget`` seconds of training (`pretrain.time_budget_s`:
 the schedule follows the clock, so both runs finish their schedule), one after the other on the same machine.
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("BERTBOOK_ARTIFACTS", str(ROOT / "build" / "electra-vs-mlm"))
 OUT = ROOT / "results" / "electra_vs_mlm.json"
 LRS = (3e-4, 1e-3)  # the preset's fine-tuning rate and the one above it
+ROWS = ("random", "mlm", "electra")  # (b) random weights, then each objective's pretrained model
 
 
 def write(record: dict) -> None:
@@ -56,18 +58,42 @@ def pretrain_row(objective: str, budget: float) -> dict:
             "held_out": {k: {m: v[m] for m in v if m not in ("kind", "step", "name")} for k, v in last.items()}}
 
 
+def report(record: dict) -> str:
+    """The two tables of a record in markdown: pretraining, then fine-tuning (mean ± sample std over seeds)."""
+    lines = ["| objective | steps | tokens | seconds | estimated FLOPs | held-out MLM accuracy (book / reviews / "
+             "WikiText-2) | RTD accuracy (reviews) |", "|---|---:|---:|---:|---:|---|---:|"]
+    for name, r in record["pretraining"].items():
+        acc = " / ".join(f"{r['held_out'][k]['accuracy']:.1%}" for k in ("gutenberg", "imdb-reviews", "wikitext-2"))
+        rtd = r["held_out"]["imdb-reviews"].get("rtd_accuracy")
+        lines.append(f"| {name} | {r['steps']:,} | {r['tokens'] / 1e6:.2f} M | {r['train_seconds']:.0f} "
+                     f"| {r['estimated_flops']:.2e} | {acc} | {'-' if rtd is None else f'{rtd:.1%}'} |")
+    lines += ["", "| task | row | test accuracy | seeds | learning rate (chosen on validation) |",
+              "|---|---|---:|---:|---:|"]
+    for r in record["finetuning"]:
+        std = f" ± {100 * r['accuracy_std']:.1f}" if r.get("accuracy_std") else ""
+        seeds = len(r.get("seeds") or [0])
+        lines.append(f"| {r['task']} | {r['row']} | {100 * r['accuracy']:.1f}%{std} | {seeds} "
+                     f"| {r.get('learning_rate', '-')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=900.0, help="seconds of pretraining per objective")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", default=["imdb"])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="the fine-tuned rows")
+    parser.add_argument("--report", action="store_true", help="print the tables of the stored record and stop")
     args = parser.parse_args()
+    if args.report:
+        print(report(json.loads(OUT.read_text())))
+        return
     from bertbook import results as R
     from bertbook.config import get_preset
 
     record = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    command = f"python scripts/electra_vs_mlm.py --budget {args.budget:g} --seeds {args.seeds} --tasks " \
-              + " ".join(args.tasks)
+    command = (f"python scripts/electra_vs_mlm.py --budget {args.budget:g} --seeds {args.seeds} --tasks "
+               + " ".join(args.tasks) + " --rows " + " ".join(args.rows))
     if record.get("command") != command:
         record = {"command": command, "pretraining": {}, "finetuning": []}
     for objective in ("mlm", "electra"):
@@ -81,16 +107,14 @@ def main() -> None:
         if (task, "bow") not in done:
             record["finetuning"].append({**R.bow_row(P, task, splits), "row": "bow"})
             write(record)
-        for row in ("random", "mlm", "electra"):
+        for row in args.rows:
             if (task, row) in done:
                 continue
             init = "random" if row == "random" else record["pretraining"][row]["checkpoint"]
             rec = R.seeded_row(P, task, init, splits, seeds=args.seeds, poolings=("mean",), learning_rates=LRS)
             record["finetuning"].append({**rec, "row": row})
             write(record)
-    for r in record["finetuning"]:
-        spread = f" ± {r['accuracy_std']:.3f}" if r.get("accuracy_std") else ""
-        print(f"{r['task']:6} {r['row']:8} test accuracy {r['accuracy']:.3f}{spread}")
+    print(report(record))
 
 
 if __name__ == "__main__":
