@@ -10,6 +10,23 @@ os.environ.setdefault("BERTBOOK_PRESET", "ci")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def ci_preset_in_own_folder(tmp_path_factory, overrides: dict):
+    """For a module-scoped fixture: the ci preset with ``overrides``, one artifacts folder for the module
+    (tokenizer, token cache) and one torch thread (a tiny model is fastest so, and robust on a busy machine);
+    both are restored when the module is done."""
+    import torch
+
+    from bertbook.config import get_preset
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BERTBOOK_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield get_preset("ci", **overrides)
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch):
     """An empty artifacts folder for one test (sets BERTBOOK_ARTIFACTS)."""

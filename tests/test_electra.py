@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import pytest
+from conftest import ci_preset_in_own_folder
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -211,13 +212,7 @@ RUN = {"pretrain.objective": "electra", "pretrain.max_steps": 20, "pretrain.eval
 @pytest.fixture(scope="module")
 def P(tmp_path_factory):
     """The ci preset with objective=electra, 20 steps, one artifacts folder (tokenizer, token cache)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BERTBOOK_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and robust on a busy machine
-    yield get_preset("ci", **RUN)
-    torch.set_num_threads(threads)
-    mp.undo()
+    yield from ci_preset_in_own_folder(tmp_path_factory, RUN)
 
 
 def test_pretrain_electra_checkpoints_resumes_exactly_and_fine_tunes(P, tmp_path, capsys):

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import ci_preset_in_own_folder
 import torch
 from safetensors.torch import load_file
 
@@ -21,13 +22,7 @@ SMALL = {"pretrain.max_steps": 8, "pretrain.batch_size": 4, "pretrain.eval_every
 @pytest.fixture(scope="module")
 def P(tmp_path_factory):
     """The ci preset shrunk to 8 steps, with one artifacts folder (tokenizer, token cache) for the module."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BERTBOOK_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and robust on a busy machine
-    yield get_preset("ci", **SMALL)
-    torch.set_num_threads(threads)
-    mp.undo()
+    yield from ci_preset_in_own_folder(tmp_path_factory, SMALL)
 
 
 def test_param_groups_skip_biases_and_layernorm():

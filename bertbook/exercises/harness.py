@@ -75,6 +75,17 @@ def whole_number(got) -> int:
     raise AssertionError(f"return a whole number (int), got {type(got).__name__} {got!r}.")
 
 
+def one_number(got, what: str) -> float:
+    """``got`` as a float, or an AssertionError that says what to return (``what``, e.g. "a float between 0
+    and 1") when it is None or not a number."""
+    if got is None:
+        raise AssertionError(f"your function returned None: return {what}.")
+    try:
+        return float(got)
+    except (TypeError, ValueError):
+        raise AssertionError(f"return one number, got {type(got).__name__}.") from None
+
+
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-5, rtol=1e-4)
 

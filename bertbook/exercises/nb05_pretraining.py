@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..model import BertForMaskedLM
-from .harness import call, register_references, run_checks
+from .harness import call, one_number, register_references, run_checks
 
 __all__ = ['check_warmup_linear', 'check_no_decay', 'solutions']
 
@@ -58,12 +58,7 @@ def check_warmup_linear(fn: Callable[[int, int, int], float], raise_on_error: bo
                     raise
                 want = _warmup_linear(step, warmup, total)
                 n += 1
-                if got is None:
-                    raise AssertionError("your function returned None: return a float between 0 and 1.")
-                try:
-                    got = float(got)
-                except (TypeError, ValueError):
-                    raise AssertionError(f"return one number, got {type(got).__name__}.") from None
+                got = one_number(got, "a float between 0 and 1")
                 if abs(got - want) > 1e-9:
                     raise AssertionError(f"at step {step} of {total} with {warmup} warmup steps you returned "
                                          f"{got:.4f}, {'too high' if got > want else 'too low'}: "

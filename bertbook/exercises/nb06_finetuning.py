@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .harness import call, register_references, run_checks
+from .harness import call, one_number, register_references, run_checks
 
 __all__ = ['check_f1_from_confusion', 'check_tail_only', 'solutions']
 
@@ -45,12 +45,7 @@ def check_f1_from_confusion(fn: Callable, raise_on_error: bool = True, trials: i
         for cm in cases:
             want = _f1_from_confusion(cm)
             got = call(fn, cm.copy())
-            if got is None:
-                raise AssertionError("your function returned None: return the F1, a number between 0 and 1.")
-            try:
-                got = float(got)
-            except (TypeError, ValueError):
-                raise AssertionError(f"return one number, got {type(got).__name__}.") from None
+            got = one_number(got, "the F1, a number between 0 and 1")
             if math.isclose(got, want, abs_tol=1e-9):
                 continue
             precision, recall = reference_parts(cm)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from ..ner import align_labels
 from ..qa import f1_score, normalize_answer
-from .harness import call, register_references, run_checks
+from .harness import call, one_number, register_references, run_checks
 
 __all__ = ["check_align_labels", "check_squad_f1", "solutions"]
 
@@ -78,12 +78,7 @@ def check_squad_f1(fn: Callable[[str, str], float], raise_on_error: bool = True)
     def tests() -> int:
         for prediction, truth in _CASES:
             got, want = call(fn, prediction, truth), f1_score(prediction, truth)
-            if got is None:
-                raise AssertionError("your function returned None: return the F1, a number between 0 and 1.")
-            try:
-                got = float(got)
-            except (TypeError, ValueError):
-                raise AssertionError(f"return one number, got {type(got).__name__}.") from None
+            got = one_number(got, "the F1, a number between 0 and 1")
             if abs(got - want) <= 1e-6:
                 continue
             p, t = normalize_answer(prediction).split(), normalize_answer(truth).split()
