@@ -34,6 +34,7 @@ __all__ = [
     "extended_attention_mask",
     "scaled_dot_product_attention",
     "fused_attention",
+    "causal_mask",
     "MultiHeadSelfAttention",
     "explore_attention",
 ]
@@ -62,6 +63,18 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"attention_mask must have shape (batch, seq_len), got {tuple(attention_mask.shape)}. "
                          f"Pass the tokenizer's attention_mask (1 = real token, 0 = padding).")
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+
+
+def causal_mask(seq_len: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, T) boolean mask, True on and below the diagonal: query i may look at keys 0..i only (notebook 10).
+
+    BERT's encoder lets every token see every other (a mask of all True); this one line is what turns the
+    same attention into a decoder's, which can be trained to predict each token from the ones before it.
+    Broadcasts with `padding_mask` (combine them with ``&``).
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be at least 1, got {seq_len}.")
+    return torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device))  # (T, T)
 
 
 def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -143,11 +143,11 @@ def _finetune_task(parser: argparse.ArgumentParser, args: argparse.Namespace, P)
     if args.pooling is not None and kind != "relations":
         parser.error("--pooling is for --task semeval")
     changes = {}
+    examples_field, length_field = tasks.SIZE_FIELDS[kind]
     if args.train_examples is not None:
-        field = {"ner": "ner", "relations": "relation", "qa": "qa"}[kind]
-        changes[f"tasks.{field}_train_examples"] = args.train_examples
+        changes[f"tasks.{examples_field}"] = args.train_examples
     if args.max_length is not None:
-        changes["tasks.qa_max_length" if kind == "qa" else "tasks.max_length"] = args.max_length
+        changes[f"tasks.{length_field}"] = args.max_length
     try:
         P = P.override(**changes)
     except ConfigError as exc:

@@ -326,12 +326,26 @@ class TasksConfig:
     learning_rate: float = 1e-3  # peak learning rate for bertbook's own encoder (random or pretrained)
     minilm_learning_rate: float = 1e-4  # MiniLM's: a small rate keeps its pretrained weights
     seed: int = 0  # the data slices and the training order
+    # notebook 10: summaries (SciTLDR-A), dialogue (DailyDialog), translation (Tatoeba English -> Chinese)
+    summary_train_examples: int = 0  # training abstracts of SciTLDR-A (0 = all 1,992)
+    summary_max_length: int = 256  # tokens per abstract, a [CLS] before every sentence included
+    dialogue_train_examples: int = 4000  # response-selection training examples (a context and its true turn)
+    dialogue_context_turns: int = 3  # turns of context before the response
+    dialogue_max_length: int = 128  # tokens of context + candidate (cross-encoder), or of each (bi-encoder)
+    translation_train_pairs: int = 0  # English-Chinese training pairs of Tatoeba (0 = all 21,110)
+    translation_max_length: int = 48  # English tokens, and Chinese characters, per sentence
+    translation_epochs: int = 4  # passes over the pairs (a decoder starts from nothing, so it needs more)
+    decoder_layers: int = 2  # layers of the translation decoder (its width is the encoder's)
+    beam_size: int = 4  # beams of beam search (1 = greedy)
 
     def __post_init__(self) -> None:
-        for name in ("max_length", "qa_max_length", "qa_stride", "max_answer_tokens", "batch_size", "epochs"):
+        for name in ("max_length", "qa_max_length", "qa_stride", "max_answer_tokens", "batch_size", "epochs",
+                     "summary_max_length", "dialogue_context_turns", "dialogue_max_length",
+                     "translation_max_length", "translation_epochs", "decoder_layers", "beam_size"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"tasks.{name} must be a positive integer, got {value!r}.")
-        for name in ("ner_train_examples", "relation_train_examples", "qa_train_examples", "eval_examples"):
+        for name in ("ner_train_examples", "relation_train_examples", "qa_train_examples", "eval_examples",
+                     "summary_train_examples", "dialogue_train_examples", "translation_train_pairs"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 0,
                    f"tasks.{name} must be a non-negative integer (0 = all), got {value!r}.")
@@ -443,7 +457,10 @@ PRESETS: dict[str, Preset] = {
         efficient=EfficientConfig(lora_r=4, lora_ranks=(2, 8), adapter_size=8, prefix_length=4,
                                   train_examples=160, val_examples=64, test_examples=128, seeds=2),
         tasks=TasksConfig(ner_train_examples=96, relation_train_examples=96, qa_train_examples=48,
-                          eval_examples=48, max_length=48, qa_max_length=128, qa_stride=32, epochs=1),
+                          eval_examples=48, max_length=48, qa_max_length=128, qa_stride=32, epochs=1,
+                          summary_train_examples=64, summary_max_length=128, dialogue_train_examples=96,
+                          dialogue_max_length=64, translation_train_pairs=256, translation_max_length=24,
+                          translation_epochs=1, decoder_layers=1, beam_size=2),
     ),
     "laptop": Preset(
         name="laptop",
@@ -467,7 +484,7 @@ PRESETS: dict[str, Preset] = {
         # sized so that notebook 08 (two encoders on four tasks) runs in about 15 minutes on 2 cores
         tasks=TasksConfig(ner_train_examples=2000, relation_train_examples=2000, qa_train_examples=1200,
                           eval_examples=500, max_length=96, qa_max_length=192, qa_stride=64, epochs=2,
-                          minilm_learning_rate=3e-4),
+                          minilm_learning_rate=3e-4, translation_train_pairs=8000),
     ),
     "gpu": Preset(
         name="gpu",

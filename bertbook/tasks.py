@@ -42,8 +42,8 @@ from .paths import artifacts_dir
 from .tokenizer import load_tokenizer
 from .utils import device, device_of, machine, set_seed
 
-__all__ = ["TASKS", "task_module", "TaskModel", "build_encoder", "build_task_model", "add_special_tokens",
-           "pad_features", "to_device", "TaskResult", "train_task", "save_task_model", "load_task_model", "TaskRun",
+__all__ = ["TASKS", "SIZE_FIELDS", "task_module", "TaskModel", "build_encoder", "build_task_model", "make_model",
+           "add_special_tokens", "pad_features", "to_device", "TaskResult", "train_task", "save_task_model", "load_task_model", "TaskRun",
            "run_task", "take", "task_folder", "get_task_model"]
 
 # task name -> (module, dataset, what the head predicts)
@@ -52,7 +52,16 @@ TASKS: dict[str, tuple[str, str, str]] = {
     "wnut17": ("ner", "wnut17", "emerging entities (WNUT-17: six types in social-media text)"),
     "semeval": ("relations", "semeval2010-task8", "the relation between two marked nominals (SemEval-2010 Task 8)"),
     "squad": ("qa", "squad-v1.1", "the answer span in a paragraph (SQuAD v1.1)"),
+    "scitldr": ("summarize", "scitldr", "the sentence of an abstract that best summarises it (SciTLDR-A)"),
+    "dailydialog": ("dialogue", "dailydialog", "the true next turn of a dialogue among 10 (DailyDialog)"),
+    "tatoeba-zh": ("translate", "tatoeba-cmn-eng", "the Chinese translation of an English sentence (Tatoeba)"),
 }
+# task module -> the TasksConfig fields that `finetune --train-examples` and `--max-length` change
+SIZE_FIELDS = {"ner": ("ner_train_examples", "max_length"), "relations": ("relation_train_examples", "max_length"),
+               "qa": ("qa_train_examples", "qa_max_length"),
+               "summarize": ("summary_train_examples", "summary_max_length"),
+               "dialogue": ("dialogue_train_examples", "dialogue_max_length"),
+               "translate": ("translation_train_pairs", "translation_max_length")}
 INFO_NAME = "finetune.json"  # what a fine-tuned folder holds besides weights and tokenizer (as in notebook 06)
 
 
@@ -121,8 +130,17 @@ def build_task_model(P: Preset, task: str, init: str | os.PathLike = "minilm",
     module = task_module(task)
     encoder, tokenizer, info = build_encoder(P, init)
     info.update(task=task, **module.prepare(encoder, tokenizer, P, task, **options))
-    model = TaskModel(encoder, module.make_head(encoder.config.hidden_size, info)).to(device_of(encoder))
+    model = make_model(module, encoder, info).to(device_of(encoder))
     return model, tokenizer, info
+
+
+def make_model(module: ModuleType, encoder: nn.Module, info: dict) -> nn.Module:
+    """The task's model around ``encoder``: ``TaskModel(encoder, module.make_head(...))``, unless the task
+    module builds its own with ``make_model(encoder, info)`` (a model that holds the encoder as ``.encoder``,
+    for example one that encodes two texts apart)."""
+    if hasattr(module, "make_model"):
+        return module.make_model(encoder, info)
+    return TaskModel(encoder, module.make_head(encoder.config.hidden_size, info))
 
 
 def add_special_tokens(encoder: nn.Module, tokenizer, tokens: Sequence[str], seed: int = 0) -> list[int]:
@@ -154,29 +172,41 @@ def add_special_tokens(encoder: nn.Module, tokenizer, tokens: Sequence[str], see
 # 2. Features to batches
 # ---------------------------------------------------------------------------------------------------------
 
-# Keys padded to the longest sequence of a batch, and the value a padded position gets. Other keys that
-# hold numbers (one per example, or a fixed-size list) are stacked; anything else (offsets, words) stays out.
-PADDED = {"input_ids": None, "token_type_ids": 0, "labels": IGNORE_INDEX}
+# Keys padded to the longest sequence of the batch *for that key*, and the value a padded position gets
+# (None: the tokenizer's pad id). ``input_ids`` and ``decoder_input_ids`` also get a mask (1 = real token).
+# Other keys that hold numbers (one per example, or a fixed-size list) are stacked; anything else (offsets,
+# words) stays out.
+PADDED = {"input_ids": None, "token_type_ids": 0, "labels": IGNORE_INDEX, "decoder_input_ids": None,
+          "candidate_ids": None, "sentence_positions": 0}
+MASKS = {"input_ids": "attention_mask", "decoder_input_ids": "decoder_attention_mask",
+         "candidate_ids": "candidate_attention_mask"}
+STACKED = ("labels", "markers", "start_positions", "end_positions")
 
 
 def pad_features(features: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """A batch from feature dicts: ``input_ids`` (padded with ``pad_id``), ``attention_mask``,
-    ``token_type_ids`` (0 where absent), per-token ``labels`` padded with -100, and per-example targets
-    (a relation label, marker positions, answer start and end) stacked as they are."""
-    T = max(len(f["input_ids"]) for f in features)
+    """A batch from feature dicts: ``input_ids`` (padded with ``pad_id``) and its ``attention_mask``,
+    ``token_type_ids`` (0 where absent), per-token ``labels`` padded with -100, a decoder's
+    ``decoder_input_ids`` and a second text's ``candidate_ids``, each with its own length and mask, per-sentence ``sentence_positions``, and per-example
+    targets (a relation label, marker positions, answer start and end) stacked as they are."""
     B = len(features)
-    batch = {"attention_mask": torch.zeros((B, T), dtype=torch.long)}  # (B, T): 1 = real token
-    for i, f in enumerate(features):
-        batch["attention_mask"][i, :len(f["input_ids"])] = 1
+    batch: dict[str, torch.Tensor] = {}
     for key, fill in PADDED.items():
-        if key == "labels" and (key not in features[0] or not isinstance(features[0][key], list)):
+        if key not in features[0] and key != "token_type_ids":
             continue
-        out = torch.full((B, T), pad_id if fill is None else fill, dtype=torch.long)  # (B, T)
-        for i, f in enumerate(features):
-            values = f.get(key) or [0] * len(f["input_ids"])
-            out[i, :len(values)] = torch.tensor(values, dtype=torch.long)
+        if key == "labels" and not isinstance(features[0][key], list):
+            continue
+        values = [f.get(key) or [0] * len(f["input_ids"]) for f in features]
+        T = max(len(v) for v in values)
+        out = torch.full((B, T), pad_id if fill is None else fill, dtype=torch.long)  # (B, T_key)
+        for i, v in enumerate(values):
+            out[i, :len(v)] = torch.tensor(v, dtype=torch.long)
         batch[key] = out
-    for key in ("labels", "markers", "start_positions", "end_positions"):
+        if key in MASKS:
+            mask = torch.zeros((B, T), dtype=torch.long)  # (B, T_key): 1 = real token
+            for i, v in enumerate(values):
+                mask[i, :len(v)] = 1
+            batch[MASKS[key]] = mask
+    for key in STACKED:
         if key in features[0] and key not in batch:
             batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)  # (B,) or (B, k)
     return batch
@@ -295,8 +325,7 @@ def load_task_model(folder: str | os.PathLike) -> tuple[TaskModel, Any, dict]:
                          f"({', '.join(TASKS)}): load it with bertbook.classifier.load_finetuned.")
     check_files(folder, ["model.safetensors", "tokenizer.json"], remedy)
     encoder = _empty_encoder(info)
-    head = task_module(info["task"]).make_head(encoder.config.hidden_size, info)
-    model = TaskModel(encoder, head)
+    model = make_model(task_module(info["task"]), encoder, info)
     if info["encoder_config"]["vocab_size"] != encoder.embeddings.word_embeddings.num_embeddings:
         raise ValueError(f"{folder}: the saved vocabulary size does not match the encoder. {remedy}")
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
@@ -338,18 +367,19 @@ def run_task(P: Preset, task: str, init: str | os.PathLike = "minilm", out: str 
     model, tokenizer, info = build_task_model(P, task, init, **options)
     t0 = time.perf_counter()
     feats = {k: mod.featurize(tokenizer, v, info) for k, v in splits.items()}
+    epochs = mod.epochs(P) if hasattr(mod, "epochs") else cfg.epochs  # a task may need more passes
     if verbose:
         print(f"{task} ({info['init']} encoder): " + ", ".join(f"{len(v):,} {k}" for k, v in splits.items())
-              + f" examples; {cfg.epochs} epoch(s) of batch {cfg.batch_size}", flush=True)
+              + f" examples; {epochs} epoch(s) of batch {cfg.batch_size}", flush=True)
     lr = cfg.minilm_learning_rate if info["kind"] == "transformers" else cfg.learning_rate
     result = train_task(model, feats["train"], lambda m: mod.evaluate(m, tokenizer, splits["validation"],
                                                                      feats["validation"], info),
-                        learning_rate=lr, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                        learning_rate=lr, epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                         pad_id=tokenizer.pad_token_id or 0, verbose=verbose)
     test = mod.evaluate(model, tokenizer, splits["test"], feats["test"], info)
     seconds = time.perf_counter() - t0
     record = {"task": task, "model": info["init"], "preset": P.name, "train_examples": len(splits["train"]),
-              "test_examples": len(splits["test"]), "epochs": cfg.epochs, "learning_rate": lr,
+              "test_examples": len(splits["test"]), "epochs": epochs, "learning_rate": lr,
               **{k: v for k, v in test.items() if isinstance(v, (int, float))},
               "best_epoch": result.best["epoch"], "seconds": round(seconds, 1), "machine": machine()}
     info["metrics"] = {**record, "history": result.history}

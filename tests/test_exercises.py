@@ -292,6 +292,14 @@ WRONG = [  # (exercise, a plausible wrong answer)
     ("merge_lora", lambda W, A, B, alpha, r: (W + alpha / r * B @ A).T),
     ("lora_count", lambda d_in, d_out, r, layers, targets: r * (d_in + d_out)),
     ("lora_count", lambda d_in, d_out, r, layers, targets: 5),
+    ("causal_mask", lambda T: X.solutions.causal_mask(T).T),
+    ("causal_mask", lambda T: torch.ones(T, T, dtype=torch.bool)),
+    ("causal_mask", lambda T: torch.tril(torch.ones(T, T))),
+    ("causal_mask", lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1)),
+    ("teacher_forcing", lambda target, bos, eos: (target, target)),
+    ("teacher_forcing", lambda target, bos, eos: ([bos, *target], [*target, bos])),
+    ("ranking_metrics", lambda scores, labels: X.solutions.ranking_metrics(-scores, labels)),
+    ("ranking_metrics", lambda scores, labels: (X.solutions.ranking_metrics(scores, labels)[0], 0.5)),
 ]
 
 

@@ -27,6 +27,12 @@ def test_pad_features_pads_each_key_with_its_own_value():
     assert batch["labels"].tolist() == [[-100, 1, -100], [-100, -100, -100]]
     batch = tasks.pad_features([{"input_ids": [2, 3], "markers": [1, 1], "labels": 4}], pad_id=0)
     assert batch["labels"].tolist() == [4] and batch["markers"].shape == (1, 2)
+    # a decoder's ids and per-token labels have their own length, independent of the encoder's
+    batch = tasks.pad_features([{"input_ids": [2, 5, 3], "decoder_input_ids": [1, 7], "labels": [7, 4]},
+                                {"input_ids": [2, 3], "decoder_input_ids": [1, 8, 9, 6], "labels": [8, 9, 6, 4]}])
+    assert batch["input_ids"].shape == (2, 3) and batch["decoder_input_ids"].tolist() == [[1, 7, 0, 0], [1, 8, 9, 6]]
+    assert batch["decoder_attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert batch["labels"].tolist() == [[7, 4, -100, -100], [8, 9, 6, 4]]
 
 
 @pytest.mark.parametrize("task", ["wikiann", "wnut17", "semeval", "squad"])

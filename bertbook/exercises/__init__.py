@@ -26,7 +26,7 @@ import inspect
 from types import SimpleNamespace
 
 from . import (nb00_setup, nb01_tokenization, nb02_attention, nb03_encoder, nb04_masking, nb05_pretraining,
-               nb06_finetuning, nb07_looking_inside, nb08_applications, nb09_efficient)
+               nb06_finetuning, nb07_looking_inside, nb08_applications, nb09_efficient, nb10_generation)
 from .harness import call, close, is_reference, run_checks
 from .nb00_setup import check_bert_large
 from .nb01_tokenization import check_wordpiece
@@ -38,16 +38,18 @@ from .nb06_finetuning import check_f1_from_confusion, check_tail_only
 from .nb07_looking_inside import check_next_token_head, check_previous_token_share
 from .nb08_applications import check_align_labels, check_squad_f1
 from .nb09_efficient import check_lora_count, check_merge_lora
+from .nb10_generation import check_causal_mask, check_ranking_metrics, check_teacher_forcing
 
 __all__ = ["check_bert_large", "check_wordpiece", "check_masked_softmax", "check_attention", "check_split_heads",
            "check_param_count", "check_mlm_loss", "check_unshuffle", "check_warmup_linear", "check_no_decay",
            "check_f1_from_confusion", "check_tail_only", "check_previous_token_share", "check_next_token_head",
            "check_align_labels", "check_squad_f1", "check_merge_lora", "check_lora_count",
+           "check_causal_mask", "check_teacher_forcing", "check_ranking_metrics",
            "solutions", "solution", "show_solution", "check_solution", "CHECKERS", "run_checks", "call", "close",
            "is_reference"]
 
 _NOTEBOOKS = (nb00_setup, nb01_tokenization, nb02_attention, nb03_encoder, nb04_masking, nb05_pretraining,
-              nb06_finetuning, nb07_looking_inside, nb08_applications, nb09_efficient)
+              nb06_finetuning, nb07_looking_inside, nb08_applications, nb09_efficient, nb10_generation)
 solutions = SimpleNamespace(**{k: v for m in _NOTEBOOKS for k, v in vars(m.solutions).items()})
 
 
@@ -58,7 +60,8 @@ CHECKERS = {  # the name of each reference solution -> the checker of its exerci
     "no_decay_names": check_no_decay, "f1_from_confusion": check_f1_from_confusion, "tail_only": check_tail_only,
     "previous_token_share": check_previous_token_share, "next_token_head": check_next_token_head,
     "align_labels": check_align_labels, "squad_f1": check_squad_f1, "merge_lora": check_merge_lora,
-    "lora_count": check_lora_count,
+    "lora_count": check_lora_count, "causal_mask": check_causal_mask, "teacher_forcing": check_teacher_forcing,
+    "ranking_metrics": check_ranking_metrics,
 }
 
 
