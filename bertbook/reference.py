@@ -19,6 +19,7 @@ without waiting hours. It is shipped in ``models/reference-laptop/``, small and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -35,7 +36,8 @@ from .registry import sha256_file
 from .utils import atomic_write, replace_folder
 
 __all__ = ["REFERENCE_NAME", "REFERENCE_STEPS", "REFERENCE_COMMAND", "RECORD_NAME", "SUMS_NAME", "reference_dir",
-           "reference", "load_reference", "reference_record", "verify_reference", "check_slice", "export_reference"]
+           "reference", "load_reference", "course_mlm", "reference_record", "verify_reference", "check_slice",
+           "export_reference"]
 
 REFERENCE_NAME = "reference"  # what --init and --init-from accept for it
 RECORD_NAME = "reference.json"
@@ -126,6 +128,29 @@ def load_reference(folder: str | os.PathLike | None = None):
     folder = reference(folder)
     model = BertForPreTraining.from_pretrained(folder).float().eval()
     return model, load_tokenizer(folder, _remake_advice(folder)), reference_record(folder)
+
+
+def course_mlm(P=None):
+    """The course's best masked LM for preset ``P``: ``(model, tokenizer, name)``, in eval mode.
+
+    The reference model when it is shipped and ``P`` has its shape (the laptop preset), else the preset's
+    own pretraining checkpoint of notebook 05 (`train.get_pretrained`, which pretrains now if there is none).
+    ``name`` says which: "the reference model" or "the preset's 15-minute model" (notebook 10 asks it to write).
+    """
+    from .config import ModelConfig
+    from .model import BertForPreTraining
+    from .tokenizer import get_tokenizer
+    from .train import get_pretrained
+
+    P = P or get_preset()
+    if (reference_dir() / CONFIG_NAME).is_file():
+        shipped = ModelConfig.from_dict(read_json_file(reference_dir() / CONFIG_NAME, _remake_advice(reference_dir())))
+        same = {k: getattr(P.model, k) for k in ("vocab_size", "hidden_dropout_prob", "attention_probs_dropout_prob")}
+        if dataclasses.replace(shipped, **same) == P.model:  # the vocabulary is the tokenizer's, dropout was off
+            model, tokenizer, _ = load_reference()
+            return model, tokenizer, "the reference model"
+    folder = get_pretrained(P)
+    return BertForPreTraining.from_pretrained(folder).eval(), get_tokenizer(P), f"preset {P.name!r}'s own model"
 
 
 def check_slice(model: torch.nn.Module, tokenizer, preset=None) -> dict[str, float]:

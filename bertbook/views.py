@@ -5,7 +5,9 @@ a string (as bertviz's ``html_action='return'`` does). Read top to bottom in two
 
 1. **Highlighted text.** ``mask_preview`` masks one text and shows the chosen tokens in ``MASK_COLOURS``
    (notebook 04; ``mask_legend`` names the colours); ``attention_html`` shades words by a weight (notebook
-   06); ``answer_html`` highlights an answer in its paragraph (notebook 08).
+   06); ``answer_html`` highlights an answer in its paragraph (notebook 08); ``sentences_html``,
+   ``ranking_html`` and ``cross_attention_html`` show a chosen sentence, ranked replies and which source
+   pieces each written character looked at (notebook 10).
 2. **bertviz views, offline** (notebook 07). ``head_view``, ``model_view`` and ``neuron_view`` (Vig 2019, "A
    Multiscale Visualization of Attention in the Transformer Model") render with bertviz's own JavaScript
    templates, but instead of fetching require.js, d3 and jQuery from a CDN, every view carries the copies
@@ -42,6 +44,9 @@ __all__ = [
     "mask_legend",
     "answer_html",
     "attention_html",
+    "sentences_html",
+    "ranking_html",
+    "cross_attention_html",
     "View",
     "head_view",
     "model_view",
@@ -130,6 +135,64 @@ def answer_html(context: str, result: dict) -> str:
     return ('<div style="line-height: 1.7; font-family: sans-serif">' + html.escape(context[:a])
             + f'<span style="background: {colour}; padding: 1px 3px; border-radius: 3px" title="score '
               f'{result["score"]:.2f}">' + html.escape(context[a:b]) + "</span>" + html.escape(context[b:]) + "</div>")
+
+
+def sentences_html(sentences: Sequence[str], scores: Sequence[float], chosen: int) -> str:
+    """An abstract as its sentences, each shaded by its share of a softmax over the sentence scores, the
+    chosen one outlined, every score in a tooltip and after the sentence (notebook 10's summary panel)."""
+    import numpy as np
+
+    if len(sentences) != len(scores):
+        raise ValueError(f"one score per sentence: {len(sentences)} sentences, {len(scores)} scores.")
+    values = np.asarray(scores, dtype=float)
+    share = np.exp(values - values.max()) / np.exp(values - values.max()).sum() if len(values) else values
+    parts = []
+    for i, (sentence, score, p) in enumerate(zip(sentences, values, share)):
+        border = "2px solid #2ca02c" if i == chosen else "1px solid transparent"
+        parts.append(f'<span title="score {score:.2f}, share {p:.2f}" style="background: rgba(44, 160, 44, '
+                     f'{0.6 * p:.2f}); border: {border}; padding: 1px 3px; border-radius: 3px">'
+                     f'{html.escape(sentence)}</span> <sub style="color: #666">{p:.2f}</sub>')
+    return '<div style="line-height: 1.8; font-family: sans-serif">' + " ".join(parts) + "</div>"
+
+
+def ranking_html(ranked: Sequence[dict], true: str | None = None) -> str:
+    """Candidate replies best first, each with a bar for its score (``ranked``: dicts with ``text`` and
+    ``score``, as `dialogue.rank` returns them); ``true``, when given, is marked (notebook 10's reply panel)."""
+    if not ranked:
+        return "<p>no candidates to rank.</p>"
+    scores = [float(r["score"]) for r in ranked]
+    low, high = min(scores), max(scores)
+    rows = []
+    for n, (r, score) in enumerate(zip(ranked, scores), 1):
+        width = 100 * (score - low) / (high - low) if high > low else 100
+        mark = " ✓" if true is not None and r["text"] == true else ""
+        rows.append(f'<tr><td style="text-align: right; padding-right: 6px">{n}</td><td style="width: 120px">'
+                    f'<div style="background: #1f77b4; height: 10px; width: {width:.0f}%"></div></td>'
+                    f'<td style="padding-left: 6px">{score:.3f}</td><td style="padding-left: 8px; text-align: left">'
+                    f'{html.escape(r["text"])}{mark}</td></tr>')
+    return '<table style="font-family: sans-serif">' + "".join(rows) + "</table>"
+
+
+def cross_attention_html(source: Sequence[str], target: Sequence[str], weights) -> str:
+    """A heatmap as an HTML table: one row per written character (``target``), one column per source piece
+    (``source``), each cell shaded by the weight the character gave that piece (``weights``, (T_out, S)), so
+    the browser's own fonts draw the Chinese (notebook 10's translation panel)."""
+    import numpy as np
+
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (len(target), len(source)):
+        raise ValueError(f"weights must be (written characters, source pieces) = ({len(target)}, {len(source)}), "
+                         f"got {w.shape}.")
+    head = "".join(f'<th style="writing-mode: vertical-rl; font-weight: normal; padding: 2px">{html.escape(t)}</th>'
+                   for t in source)
+    rows = []
+    for char, row in zip(target, w):
+        top = row.max() if row.size and row.max() > 0 else 1.0
+        cells = "".join(f'<td title="{x:.3f}" style="background: rgba(31, 119, 180, {x / top:.2f}); width: 18px; '
+                        f'height: 18px"></td>' for x in row)
+        rows.append(f'<tr><th style="padding-right: 4px">{html.escape(char)}</th>{cells}</tr>')
+    return ('<table style="border-collapse: collapse; font-family: sans-serif"><tr><th></th>' + head + "</tr>"
+            + "".join(rows) + "</table>")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -97,3 +97,13 @@ def test_shipped_reference_matches_its_record():
     assert record["tokens"] >= 100_000_000
     now = ref.check_slice(model, tokenizer)
     assert now["accuracy"] == pytest.approx(record["check_slice"]["accuracy"], abs=ref.SLICE_TOLERANCE)
+
+
+def test_course_mlm_takes_the_reference_when_it_has_the_presets_shape(shipped, monkeypatch, artifacts, tmp_path):
+    monkeypatch.setattr(ref, "reference_dir", lambda: shipped)
+    model, tokenizer, name = ref.course_mlm(get_preset("ci"))
+    assert name == "the reference model" and not model.training and tokenizer.mask_token == "[MASK]"
+    # another shape (or no reference at all): the preset's own checkpoint
+    monkeypatch.setattr(ref, "reference_dir", lambda: tmp_path / "absent")
+    _, _, name = ref.course_mlm(get_preset("ci", **{"pretrain.max_steps": 4}))
+    assert name == "preset 'ci''s own model"

@@ -378,3 +378,19 @@ def test_checkers_accept_solutions_and_explain_mistakes(capsys):
     swapped = lambda d: exercises.solutions.next_token_head(d)[::-1]  # noqa: E731
     with pytest.raises(AssertionError, match="swapped|is \\("):
         exercises.check_next_token_head(swapped)
+
+
+def test_notebook_10_views_escape_text_and_check_their_shapes():
+    V = views_lib
+    hostile = "<script>alert(1)</script>"
+    page = V.sentences_html([hostile, "Second."], [0.5, 2.0], chosen=1)
+    assert "<script>" not in page and "&lt;script&gt;" in page and page.count("2px solid") == 1
+    with pytest.raises(ValueError, match="one score per sentence"):
+        V.sentences_html(["a", "b"], [1.0], chosen=0)
+    ranked = V.ranking_html([{"text": hostile, "score": 3.0}, {"text": "Sure.", "score": 1.0}], true="Sure.")
+    assert "<script>" not in ranked and ranked.index("&lt;script") < ranked.index("Sure. ✓")
+    assert V.ranking_html([]) == "<p>no candidates to rank.</p>"
+    table = V.cross_attention_html(["the", hostile], ["猫", "<"], [[0.2, 0.8], [1.0, 0.0]])
+    assert "<script>" not in table and table.count("<tr>") == 3 and "猫" in table
+    with pytest.raises(ValueError, match="written characters, source pieces"):
+        V.cross_attention_html(["a"], ["b", "c"], [[1.0]])
