@@ -84,7 +84,8 @@ def _finetune_efficient(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 def cli_finetune(argv: list[str]) -> int:
     """``python -m bertbook finetune --task imdb --init pretrained --preset laptop --out DIR``; the tasks of
-    notebook 08 (``--task wikiann|wnut17|semeval|squad``) go to `bertbook.tasks.run_task`."""
+    notebooks 08 and 10 (``--task wikiann|wnut17|semeval|squad|scitldr|dailydialog|tatoeba-zh``) go to
+    `bertbook.tasks.run_task`."""
     from . import classifier as C, paths, results as R, tasks
 
     parser = argparse.ArgumentParser(prog="python -m bertbook finetune",
@@ -104,9 +105,14 @@ def cli_finetune(argv: list[str]) -> int:
     parser.add_argument("--truncation", choices=("head", "head+tail"), default=None)
     parser.add_argument("--pooling", choices=("markers", "cls"), default=None,
                         help="semeval: read the relation from the entity markers (default) or from [CLS]")
+    parser.add_argument("--encoder-kind", choices=("cross", "bi"), default=None,
+                        help="dailydialog: context and candidate in one input (cross, default) or encoded apart "
+                             "and compared by cosine (bi)")
     parser.add_argument("--quiet", action="store_true", help="print only the JSON line")
     _efficient_args(parser)
     args = parser.parse_args(argv)
+    if args.encoder_kind is not None and args.task != "dailydialog":
+        parser.error("--encoder-kind is for --task dailydialog")
     if args.peft is not None:
         return _finetune_efficient(parser, args)
     P = get_preset(args.preset)
@@ -133,7 +139,7 @@ def cli_finetune(argv: list[str]) -> int:
 
 
 def _finetune_task(parser: argparse.ArgumentParser, args: argparse.Namespace, P) -> int:
-    """``finetune --task wikiann|wnut17|semeval|squad``: `tasks.run_task` on the preset's slice."""
+    """``finetune --task wikiann|...|tatoeba-zh``: `tasks.run_task` on the preset's slice."""
     from . import tasks
 
     kind = tasks.TASKS[args.task][0]
@@ -154,6 +160,8 @@ def _finetune_task(parser: argparse.ArgumentParser, args: argparse.Namespace, P)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     options = {"pooling": args.pooling} if args.pooling else {}
+    if args.encoder_kind is not None:
+        options["encoder_kind"] = args.encoder_kind
     out = args.out or tasks.task_folder(P, args.task, args.init, **options)
     try:  # refuses a folder that holds a model before training, unless --overwrite
         run = tasks.run_task(P, args.task, args.init, out=out, overwrite=args.overwrite, verbose=not args.quiet,
@@ -193,6 +201,9 @@ def cli_predict(argv: list[str]) -> int:
                                                             "standard input)")
     parser.add_argument("--question", default=None,
                         help="for a squad model: the question; each text is then a paragraph to answer it from")
+    parser.add_argument("--candidates", default=None, metavar="FILE",
+                        help="for a dailydialog model: the possible next turns, one per line; each text is then "
+                             "a dialogue so far, its turns separated by ' | '")
     args = parser.parse_args(argv)
     if args.file is not None and args.texts:
         print("error: give the texts on the command line or with --file, not both.", file=sys.stderr)
@@ -222,6 +233,9 @@ def cli_predict(argv: list[str]) -> int:
     if args.question is not None:
         print("error: --question is for a model fine-tuned with --task squad.", file=sys.stderr)
         return 2
+    if args.candidates is not None:
+        print("error: --candidates is for a model fine-tuned with --task dailydialog.", file=sys.stderr)
+        return 2
     try:
         load = E.load_efficient if E.is_efficient(args.model) else C.load_finetuned  # only the trained weights?
         model, tokenizer, info = load(args.model)
@@ -249,9 +263,24 @@ def _task_of(folder: Path) -> str | None:
         return None  # load_finetuned then explains what is missing or damaged
 
 
+def _read_candidates(path: str) -> list[str]:
+    """The candidate replies of ``predict --candidates FILE``, one per line; a ValueError says what is wrong."""
+    try:
+        candidates = _read_lines(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the candidates from {path}: {exc}") from None
+    if not candidates:
+        raise ValueError(f"{path} holds no candidate: write the possible next turns into it, one per line.")
+    empty = [n + 1 for n, c in enumerate(candidates) if not c.strip()]
+    if empty:
+        raise ValueError(f"line {empty[0]} of {path} is empty: write one candidate per line, with no empty lines.")
+    return candidates
+
+
 def _predict_task(args: argparse.Namespace, texts: list[str]) -> int:
     """``predict`` with a task model: one JSON line per text (entities with character spans, a relation
-    label, or an answer span). A text the task cannot read gets an error line; the others are answered."""
+    label, an answer span, or the candidates ranked as next turns). A text the task cannot read gets an
+    error line; the others are answered."""
     from . import tasks
 
     model, tokenizer, info = tasks.load_task_model(args.model)
@@ -263,11 +292,31 @@ def _predict_task(args: argparse.Namespace, texts: list[str]) -> int:
         print(f"error: --question is for a model fine-tuned with --task squad; this one is {info['task']}.",
               file=sys.stderr)
         return 2
+    if info["task"] == "dailydialog" and args.candidates is None:
+        print("error: a dailydialog model chooses the next turn among candidates: pass --candidates FILE (one "
+              "candidate per line), and each text as the dialogue so far, turns separated by ' | '.",
+              file=sys.stderr)
+        return 2
+    if info["task"] != "dailydialog" and args.candidates is not None:
+        print(f"error: --candidates is for a model fine-tuned with --task dailydialog; this one is {info['task']}.",
+              file=sys.stderr)
+        return 2
+    candidates = None
+    if args.candidates is not None:
+        try:
+            candidates = _read_candidates(args.candidates)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     failed = 0
     for n, text in enumerate(texts, start=1):
         try:
-            out = (module.predict(model, tokenizer, info, text, args.question) if info["task"] == "squad"
-                   else module.predict(model, tokenizer, info, text))
+            if info["task"] == "squad":
+                out = module.predict(model, tokenizer, info, text, args.question)
+            elif info["task"] == "dailydialog":
+                out = module.predict(model, tokenizer, info, text, candidates)
+            else:
+                out = module.predict(model, tokenizer, info, text)
         except ValueError as exc:
             print(f"error: text {n}: {exc}", file=sys.stderr)
             failed += 1

@@ -481,10 +481,14 @@ PRESETS: dict[str, Preset] = {
         data=DataConfig(corpus="gutenberg-small+imdb-reviews"),
         # sized so that the comparison (scripts/laptop_peft.py) fits in about an hour on 2 cores
         efficient=EfficientConfig(lora_ranks=(4, 16), train_examples=500, val_examples=250, test_examples=500),
-        # sized so that notebook 08 (two encoders on four tasks) runs in about 15 minutes on 2 cores
+        # sized so that notebook 08 (two encoders on four tasks) runs in about 15 minutes on 2 cores, and
+        # notebook 10 (three encoders on three tasks) in about 20
         tasks=TasksConfig(ner_train_examples=2000, relation_train_examples=2000, qa_train_examples=1200,
                           eval_examples=500, max_length=96, qa_max_length=192, qa_stride=64, epochs=2,
-                          minilm_learning_rate=3e-4, translation_train_pairs=8000),
+                          minilm_learning_rate=3e-4, summary_train_examples=300, summary_max_length=192,
+                          dialogue_train_examples=1000,
+                          translation_train_pairs=2000, translation_epochs=2, translation_max_length=32,
+                          beam_size=2),
     ),
     "gpu": Preset(
         name="gpu",

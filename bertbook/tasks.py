@@ -1,17 +1,23 @@
-"""One pretrained body, many heads: what named entities, relations and answers share (notebook 08).
+"""One pretrained body, many heads: what every task on top of an encoder shares (notebooks 08 and 10).
 
 A task is the same encoder (MiniLM, or bertbook's own pretrained model) with a small head on top of the
 token vectors it returns:
 
 - named entities (`bertbook.ner`): a label for every token, read at the first piece of every word;
 - relations (`bertbook.relations`): one label per sentence, read from the vectors of entity markers;
-- answers (`bertbook.qa`): a start and an end score for every token of the context.
+- answers (`bertbook.qa`): a start and an end score for every token of the context;
+- summaries (`bertbook.summarize`, notebook 10): a score for every sentence of an abstract, read at its [CLS];
+- replies (`bertbook.dialogue`, notebook 10): a score for a context and a candidate reply, read together
+  (cross-encoder) or apart (bi-encoder);
+- translations (`bertbook.translate`, notebook 10): a decoder that writes Chinese while it attends to the
+  encoder's vectors of the English.
 
 This module holds what they have in common, read top to bottom: the task model (encoder + head), building
 the encoder, padding features into batches, the training loop (an explicit ``for`` loop, as in notebook
 06), saving and loading, and whole runs (``run_task``). Each task module provides the same few functions
-(``task_data``, ``prepare``, ``make_head``, ``featurize``, ``evaluate``, ``predict``), so one loop trains
-all four tasks.
+(``task_data``, ``prepare``, ``make_head``, ``featurize``, ``evaluate``, ``predict``; ``make_model`` when
+its model is more than an encoder and a head, ``epochs`` when it needs its own number of passes), so one
+loop trains all seven tasks.
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ from .tokenizer import load_tokenizer
 from .utils import device, device_of, machine, set_seed
 
 __all__ = ["TASKS", "SIZE_FIELDS", "task_module", "TaskModel", "build_encoder", "build_task_model", "make_model",
-           "add_special_tokens", "pad_features", "to_device", "TaskResult", "train_task", "save_task_model", "load_task_model", "TaskRun",
-           "run_task", "take", "task_folder", "get_task_model"]
+           "add_special_tokens", "pad_features", "to_device", "TaskResult", "train_task", "save_task_model",
+           "load_task_model", "TaskRun", "run_task", "take", "task_folder", "get_task_model"]
 
 # task name -> (module, dataset, what the head predicts)
 TASKS: dict[str, tuple[str, str, str]] = {
@@ -66,7 +72,8 @@ INFO_NAME = "finetune.json"  # what a fine-tuned folder holds besides weights an
 
 
 def task_module(task: str) -> ModuleType:
-    """The module that implements ``task`` (``bertbook.ner``, ``bertbook.relations`` or ``bertbook.qa``)."""
+    """The module that implements ``task`` (``bertbook.ner``, ``relations``, ``qa``, ``summarize``, ``dialogue``
+    or ``translate``)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}.")
     return importlib.import_module(f"bertbook.{TASKS[task][0]}")
@@ -186,8 +193,9 @@ STACKED = ("labels", "markers", "start_positions", "end_positions")
 def pad_features(features: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """A batch from feature dicts: ``input_ids`` (padded with ``pad_id``) and its ``attention_mask``,
     ``token_type_ids`` (0 where absent), per-token ``labels`` padded with -100, a decoder's
-    ``decoder_input_ids`` and a second text's ``candidate_ids``, each with its own length and mask, per-sentence ``sentence_positions``, and per-example
-    targets (a relation label, marker positions, answer start and end) stacked as they are."""
+    ``decoder_input_ids`` and a second text's ``candidate_ids`` (each with its own length and mask),
+    per-sentence ``sentence_positions``, and per-example targets (a relation label, marker positions, answer
+    start and end) stacked as they are."""
     B = len(features)
     batch: dict[str, torch.Tensor] = {}
     for key, fill in PADDED.items():
@@ -321,7 +329,7 @@ def load_task_model(folder: str | os.PathLike) -> tuple[TaskModel, Any, dict]:
               f"--overwrite), or delete the folder {folder}.")
     info = read_json_file(folder / INFO_NAME, remedy)
     if info.get("task") not in TASKS:
-        raise ValueError(f"{folder} holds a {info.get('task')} classifier, not a model of notebook 08's tasks "
+        raise ValueError(f"{folder} holds a {info.get('task')} classifier, not a task model of notebooks 08 and 10 "
                          f"({', '.join(TASKS)}): load it with bertbook.classifier.load_finetuned.")
     check_files(folder, ["model.safetensors", "tokenizer.json"], remedy)
     encoder = _empty_encoder(info)

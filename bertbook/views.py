@@ -137,17 +137,24 @@ def answer_html(context: str, result: dict) -> str:
               f'{result["score"]:.2f}">' + html.escape(context[a:b]) + "</span>" + html.escape(context[b:]) + "</div>")
 
 
-def sentences_html(sentences: Sequence[str], scores: Sequence[float], chosen: int) -> str:
+def sentences_html(sentences: Sequence[str], scores: Sequence[float | None], chosen: int) -> str:
     """An abstract as its sentences, each shaded by its share of a softmax over the sentence scores, the
-    chosen one outlined, every score in a tooltip and after the sentence (notebook 10's summary panel)."""
+    chosen one outlined, every score in a tooltip and its share after the sentence (notebook 10's summary
+    panel). A sentence whose score is None was not read (past the model's length) and is shown in grey."""
     import numpy as np
 
     if len(sentences) != len(scores):
         raise ValueError(f"one score per sentence: {len(sentences)} sentences, {len(scores)} scores.")
-    values = np.asarray(scores, dtype=float)
-    share = np.exp(values - values.max()) / np.exp(values - values.max()).sum() if len(values) else values
+    read = np.asarray([s for s in scores if s is not None], dtype=float)
+    weights = np.exp(read - read.max()) if len(read) else read
+    shares = iter(weights / weights.sum() if len(read) else weights)
     parts = []
-    for i, (sentence, score, p) in enumerate(zip(sentences, values, share)):
+    for i, (sentence, score) in enumerate(zip(sentences, scores)):
+        if score is None:
+            parts.append(f'<span title="not read: past the model\'s length" style="color: #999">'
+                         f"{html.escape(sentence)}</span>")
+            continue
+        p = next(shares)
         border = "2px solid #2ca02c" if i == chosen else "1px solid transparent"
         parts.append(f'<span title="score {score:.2f}, share {p:.2f}" style="background: rgba(44, 160, 44, '
                      f'{0.6 * p:.2f}); border: {border}; padding: 1px 3px; border-radius: 3px">'

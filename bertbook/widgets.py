@@ -11,6 +11,12 @@
                                       trains and plots accuracy against trainable parameters
     notebook 08  entity_highlighter   type a text, see its entities highlighted with their types
                  answer_finder        paste a paragraph, ask a question, see the answer and its score
+    notebook 10  summary_picker       paste an abstract, see the chosen sentence and every sentence's score
+                 reply_ranker         type a dialogue and candidate replies, see them ranked
+                 translator           type English, see the Chinese and which words each character read
+
+The panels of the task models (notebooks 08 and 10) live in :mod:`bertbook.task_panels` and are imported
+here, so that every panel is one ``widgets.`` away.
 
 Each panel only wires widgets to plain functions of the other modules (``views.mask_preview``,
 ``classifier.describe``, ``experiments.run_experiment``, ...), which the tests call directly. ipywidgets,
@@ -36,11 +42,13 @@ from .experiments import plot_runs, run_experiment
 from .results import comparison_preset, run_efficient
 from .tokenizer import explorer_rows
 from .train import History
-from .views import MAX_SEED, answer_html, mask_legend, mask_preview
+from .task_panels import answer_finder, entity_highlighter, reply_ranker, summary_picker, translator
+from .views import MAX_SEED, mask_legend, mask_preview
 from .viz import plot_head, readable_labels
 
 __all__ = ["size_panel", "tokenizer_explorer", "mask_widget", "live_plot", "experiment_panel", "try_it",
-           "check_selection", "head_summary", "ExplorerState", "AttentionExplorer", "attention_explorer"]
+           "check_selection", "head_summary", "ExplorerState", "AttentionExplorer", "attention_explorer",
+           "entity_highlighter", "answer_finder", "summary_picker", "reply_ranker", "translator"]
 
 
 def check_selection(data: AttentionData, layer: int, head: int) -> str | None:
@@ -446,69 +454,6 @@ def try_it(model: torch.nn.Module, tokenizer, info: dict,
     button.on_click(show)
     show()
     return W.VBox([box, button, result])
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Notebook 08: entities in typed text, an answer in a pasted paragraph
-# ----------------------------------------------------------------------------------------------------------
-
-def _text_panel(boxes: list, render: Callable[..., str], label: str) -> Any:
-    """Text boxes, a button and an HTML result: ``render(*values)`` fills the result whenever a box changes
-    or the button is pressed; a ValueError (empty text, ...) is shown as its message."""
-    import ipywidgets as W
-
-    button = W.Button(description=label)
-    result = W.HTML()
-
-    def show(*_):
-        try:
-            result.value = render(*(box.value for box in boxes))
-        except ValueError as exc:
-            result.value = f"<b>{html.escape(str(exc))}</b>"
-
-    for box in boxes:
-        box.observe(show, names="value")
-    button.on_click(show)
-    show()
-    return W.VBox([*boxes, button, result])
-
-
-def entity_highlighter(model: torch.nn.Module, tokenizer, info: dict,
-                       text: str = "Angela Merkel met Emmanuel Macron in Paris before flying to Berlin.") -> Any:
-    """Type a text, see the entities the model finds, each highlighted with its type (`ner.predict`)."""
-    import ipywidgets as W
-
-    from .ner import entities_html, predict
-
-    box = W.Textarea(value=text, layout=W.Layout(width="95%", height="60px"), continuous_update=False)
-    types = sorted({t[2:] for t in info["label_names"] if t != "O"})
-
-    def render(value: str) -> str:
-        found = predict(model, tokenizer, info, value)
-        listing = ", ".join(f"{e['type']} {e['text']!r} ({e['probability']:.2f})" for e in found["entities"])
-        return entities_html(value, found["entities"], types) + f"<p>{html.escape(listing or 'no entities found')}</p>"
-
-    return _text_panel([box], render, "find entities")
-
-
-def answer_finder(model: torch.nn.Module, tokenizer, info: dict, context: str, question: str) -> Any:
-    """Paste a paragraph, ask a question: the answer is highlighted with its score (`qa.predict`)."""
-    import ipywidgets as W
-
-    from .qa import predict
-
-    paragraph = W.Textarea(value=context, layout=W.Layout(width="95%", height="110px"), continuous_update=False)
-    ask = W.Text(value=question, layout=W.Layout(width="95%"), continuous_update=False)
-
-    def render(context_value: str, question_value: str) -> str:
-        out = predict(model, tokenizer, info, context_value, question_value)
-        verdict = ("" if out["answered"] else " The model scores <i>no answer here</i> higher than this span, so it "
-                   "is only a guess.")
-        return (f"<p><b>{html.escape(out['text'])}</b>: score {out['score']:.2f}, p(start) p(end) = "
-                f"{out['probability']:.2f}, read in {out['windows']} window(s).{verdict}</p>"
-                + answer_html(context_value, out))
-
-    return _text_panel([paragraph, ask], render, "answer")
 
 
 # ----------------------------------------------------------------------------------------------------------

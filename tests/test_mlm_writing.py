@@ -69,7 +69,8 @@ def test_mask_predict_guesses_all_then_remasks_the_least_confident(tokenizer):
     # pass 1 sees 4 blanks; pass 2 re-masks 4 * 2 // 3 = 2, pass 3 re-masks 4 * 1 // 3 = 1
     assert [int((ids == tokenizer.mask_token_id).sum()) for ids in model.seen] == [4, 2, 1]
     # the least confident blanks are the leftmost ones here (confidence grows with the position)
-    assert (model.seen[2][0, start] == tokenizer.mask_token_id) and (model.seen[2][0, start + 1] != tokenizer.mask_token_id)
+    last = model.seen[2][0]
+    assert last[start] == tokenizer.mask_token_id and last[start + 1] != tokenizer.mask_token_id
 
 
 def test_writing_runs_on_the_course_model_and_never_writes_special_tokens(tokenizer):

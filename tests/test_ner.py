@@ -81,7 +81,7 @@ def test_predict_spans_and_long_text(tiny):
     long_text = " ".join(["Paris"] * 200)  # longer than the model's 48 tokens: tagged in pieces
     out = ner.predict(model, tokenizer, info, long_text)
     assert out["pieces"] > 1 and len(out["tags"]) == 200
-    other_script = ner.predict(model, tokenizer, info, "北京是中国的首都")  # another script: tagged, not a crash
+    other_script = ner.predict(model, tokenizer, info, "北京是中国的首都")  # another script: tagged, no crash
     assert len(other_script["tags"]) == len(other_script["words"]) >= 1
     with pytest.raises(ValueError, match="empty"):
         ner.predict(model, tokenizer, info, "   ")

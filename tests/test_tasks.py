@@ -103,6 +103,29 @@ def test_panels_show_entities_and_answers(tiny_task_model):
     assert "question is empty" in panel.children[-1].value
 
 
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_panels_choose_a_sentence_rank_replies_and_translate(tiny_task_model):
+    model, tokenizer, info = tiny_task_model("scitldr")
+    panel = widgets.summary_picker(model, tokenizer, info, f"We study cats. {HOSTILE} Cats sleep a lot.")
+    shown = panel.children[-1].value
+    assert "Chosen:" in shown and "<script>" not in shown and "&lt;script&gt;" in shown
+    panel.children[0].value = "  "
+    assert "empty" in panel.children[-1].value
+    model, tokenizer, info = tiny_task_model("dailydialog", encoder_kind="bi")
+    panel = widgets.reply_ranker(model, tokenizer, info, ["Hi!", "Hello, how are you?"], ["Fine, thanks.", HOSTILE])
+    shown = panel.children[-1].value
+    assert shown.count("<tr>") == 2 and "<script>" not in shown
+    panel.children[1].value = ""
+    assert "candidate" in panel.children[-1].value  # no replies to rank: a message, not the old ranking
+    model, tokenizer, info = tiny_task_model("tatoeba-zh")
+    panel = widgets.translator(model, tokenizer, info, HOSTILE)
+    assert "<script>" not in panel.children[-1].value
+    panel.children[0].value = ""
+    assert "empty" in panel.children[-1].value
+
+
 @pytest.mark.slow
 def test_minilm_learns_entities_quickly(shared_artifacts):
     P = get_preset("ci", **{"tasks.ner_train_examples": 300, "tasks.eval_examples": 100, "tasks.epochs": 2})

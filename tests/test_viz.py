@@ -385,6 +385,8 @@ def test_notebook_10_views_escape_text_and_check_their_shapes():
     hostile = "<script>alert(1)</script>"
     page = V.sentences_html([hostile, "Second."], [0.5, 2.0], chosen=1)
     assert "<script>" not in page and "&lt;script&gt;" in page and page.count("2px solid") == 1
+    unread = V.sentences_html(["Read.", "Not read."], [1.0, None], chosen=0)
+    assert "not read" in unread and unread.count("<sub") == 1
     with pytest.raises(ValueError, match="one score per sentence"):
         V.sentences_html(["a", "b"], [1.0], chosen=0)
     ranked = V.ranking_html([{"text": hostile, "score": 3.0}, {"text": "Sure.", "score": 1.0}], true="Sure.")
