@@ -39,12 +39,12 @@ from torch import nn
 
 from .config import Preset
 from .finetune import batch_order
-from .model import ModelOutput
+from .model import ModelOutput, mean_pool
 from .tasks import TaskModel, pad_features, take, to_device
 from .utils import device_of, eval_mode, machine
 
 __all__ = ["ENCODER_KINDS", "CANDIDATES", "TRAIN_NEGATIVES", "TEMPERATURE", "TURN_SEPARATOR", "DialogueSplits",
-           "task_data", "prepare", "featurize", "PairHead", "make_head", "mean_pool", "BiEncoder", "make_model",
+           "task_data", "prepare", "featurize", "PairHead", "make_head", "BiEncoder", "make_model",
            "score_candidates", "ranking_scores", "chance_mrr", "evaluate", "tfidf_scores", "baseline_rows",
            "rank", "split_turns", "predict"]
 
@@ -195,12 +195,6 @@ def featurize(tokenizer, examples: Sequence[dict], info: dict) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------
 # 3. The cross-encoder: one score per pair
 # ---------------------------------------------------------------------------------------------------------
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The mean of the token vectors over real tokens (padding left out)."""
-    m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1): 1 for real tokens
-    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, T, D) -> (B, D)
-
 
 class PairHead(nn.Module):
     """The pair ``[CLS] context [SEP] candidate [SEP]`` as one vector, the mean of its token vectors over

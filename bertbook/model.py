@@ -33,6 +33,7 @@ from .config import ModelConfig
 
 __all__ = [
     "ModelOutput",
+    "mean_pool",
     "Embeddings",
     "FeedForward",
     "EncoderLayer",
@@ -394,6 +395,13 @@ class _Classifier(BertWithHead):
         return ("num_labels", "classifier_dropout")
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the token vectors ``hidden`` (B, T, D) over the real tokens of ``attention_mask`` (B, T)
+    (padding left out): a sentence vector (notebooks 06 and 10)."""
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1): 1 for real tokens
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, T, D) -> (B, D)
+
+
 POOLINGS = ("cls", "mean")  # what a sequence classifier reads: the pooled [CLS] vector, or the mean token
 
 
@@ -427,10 +435,7 @@ class BertForSequenceClassification(_Classifier):
         if self.pooling == "cls":
             return out.pooler_output  # (B, D)
         h = out.last_hidden_state  # (B, T, D)
-        if attention_mask is None:
-            return h.mean(dim=1)  # (B, D)
-        m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1): 1 for real tokens
-        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, D)
+        return h.mean(dim=1) if attention_mask is None else mean_pool(h, attention_mask)  # (B, D)
 
     def head(self, out: ModelOutput, labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> ModelOutput:
         out.logits = self.classifier(self.dropout(self.text_vector(out, attention_mask)))  # (B, D) -> (B, labels)
